@@ -12,14 +12,15 @@ use serde::{Deserialize, Serialize};
 use sieve_core::{Candidate, RankedList};
 use tantivy::collector::TopDocs;
 use tantivy::columnar::Column;
-use tantivy::query::QueryParser;
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     FAST, Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+    TokenStream,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 
 use crate::IndexError;
 
@@ -178,7 +179,8 @@ pub struct Bm25Index {
     searcher: Searcher,
     // Kept so the searcher's files stay open.
     _reader: IndexReader,
-    parser: QueryParser,
+    analyzer: TextAnalyzer,
+    body: Field,
     ordinals: Vec<Column<u64>>,
     path: PathBuf,
 }
@@ -202,11 +204,11 @@ impl Bm25Index {
             .map(|segment| segment.fast_fields().u64(ORD))
             .collect::<Result<Vec<_>, _>>()
             .map_err(&err)?;
-        let parser = QueryParser::for_index(&index, vec![body]);
         Ok(Self {
             searcher,
             _reader: reader,
-            parser,
+            analyzer: analyzer.build()?,
+            body,
             ordinals,
             path: path.to_path_buf(),
         })
@@ -217,13 +219,30 @@ impl Bm25Index {
         self.searcher.num_docs()
     }
 
-    /// Returns the `k` best documents for `query` by BM25. Query syntax errors are forgiven
-    /// (tantivy's lenient parser); a query with no searchable term returns an empty list.
+    /// Returns the `k` best documents for `query` by BM25.
+    ///
+    /// The query is a bag of words: it is analysed like the documents and every resulting term
+    /// is an optional clause (a repeated term counts repeatedly), as in Pyserini's BM25. There is
+    /// no query syntax to get wrong; a query with no searchable term (only stop words or
+    /// punctuation) returns an empty list.
     pub fn search(&self, query: &str, k: usize) -> Result<RankedList, IndexError> {
         if k == 0 {
             return Ok(RankedList::new("bm25", Vec::new()));
         }
-        let (parsed, _ignored_errors) = self.parser.parse_query_lenient(query);
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(query);
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        while let Some(token) = stream.next() {
+            let term = Term::from_field_text(self.body, &token.text);
+            clauses.push((
+                Occur::Should,
+                Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
+            ));
+        }
+        if clauses.is_empty() {
+            return Ok(RankedList::new("bm25", Vec::new()));
+        }
+        let parsed = BooleanQuery::new(clauses);
         let hits = self
             .searcher
             .search(&parsed, &TopDocs::with_limit(k).order_by_score())

@@ -350,3 +350,14 @@ fn vector_value(array: &ArrayRef, row: usize) -> Result<Vec<f32>, String> {
     }
     Ok(v)
 }
+
+/// The top-level column names of a Parquet file (read from its footer).
+pub fn column_names(file: &Path) -> Result<Vec<String>, IndexError> {
+    let builder = open_builder(file)?;
+    Ok(builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect())
+}

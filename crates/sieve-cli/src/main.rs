@@ -1,1 +1,41 @@
-fn main() {}
+//! `sieve`: index Parquet corpora and search them from the command line.
+
+mod eval_cmd;
+mod index_cmd;
+mod paths;
+mod progress;
+mod search_cmd;
+mod table;
+
+use clap::{Parser, Subcommand};
+
+/// sieve: hybrid retrieval (BM25 + dense) with a budgeted rerank stage.
+#[derive(Parser)]
+#[command(name = "sieve", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build an index (BM25 + dense HNSW + document store) from Parquet files.
+    Index(index_cmd::IndexArgs),
+    /// Search an index.
+    Search(search_cmd::SearchArgs),
+    /// Score a TREC run file against qrels (trec_eval-compatible metrics).
+    Eval(eval_cmd::EvalArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Index(args) => index_cmd::run(args),
+        Command::Search(args) => search_cmd::run(args),
+        Command::Eval(args) => eval_cmd::run(args),
+    };
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}

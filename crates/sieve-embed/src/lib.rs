@@ -328,37 +328,37 @@ impl BiEncoder {
         let output = outputs
             .get(&self.output)
             .ok_or_else(|| EmbedError::Run(format!("output `{}` missing", self.output)))?;
-        let array = output.try_extract_array::<f32>().map_err(run_err)?;
-        let shape = array.shape().to_vec();
+        let (shape, data) = output.try_extract_tensor::<f32>().map_err(run_err)?;
+        let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+        let bad_shape = || EmbedError::Run(format!("unexpected output shape {shape:?}"));
 
         let mut vectors = Vec::with_capacity(rows);
         if self.pooled_output {
             if shape.len() != 2 || shape[0] != rows {
-                return Err(EmbedError::Run(format!("unexpected output shape {shape:?}")));
+                return Err(bad_shape());
             }
-            for r in 0..rows {
-                let mut v: Vec<f32> = (0..shape[1]).map(|d| array[[r, d]]).collect();
+            for row in data.chunks_exact(shape[1]) {
+                let mut v = row.to_vec();
                 l2_normalise(&mut v);
                 vectors.push(v);
             }
         } else {
             if shape.len() != 3 || shape[0] != rows || shape[1] != seq_len {
-                return Err(EmbedError::Run(format!("unexpected output shape {shape:?}")));
+                return Err(bad_shape());
             }
             let dim = shape[2];
-            for r in 0..rows {
+            for (r, tokens) in data.chunks_exact(seq_len * dim).enumerate() {
+                // Mean over the tokens the attention mask keeps.
                 let mut v = vec![0f32; dim];
-                let mut count = 0f32;
-                for t in 0..seq_len {
+                let mut count = 0usize;
+                for (t, token) in tokens.chunks_exact(dim).enumerate() {
                     if mask[[r, t]] == 0 {
                         continue;
                     }
-                    count += 1.0;
-                    for (d, slot) in v.iter_mut().enumerate() {
-                        *slot += array[[r, t, d]];
-                    }
+                    count += 1;
+                    v.iter_mut().zip(token).for_each(|(acc, x)| *acc += x);
                 }
-                let count = count.max(1.0);
+                let count = count.max(1) as f32;
                 v.iter_mut().for_each(|x| *x /= count);
                 l2_normalise(&mut v);
                 vectors.push(v);

@@ -1,0 +1,137 @@
+//! `sieve index`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use sieve_index::bm25::AnalyzerConfig;
+use sieve_index::dense::HnswParams;
+use sieve_index::ingest::{self, ColumnMapping};
+use sieve_index::{BuildOptions, IndexBuilder};
+
+use crate::progress::Bars;
+
+/// Arguments of `sieve index`.
+#[derive(Args)]
+pub struct IndexArgs {
+    /// Parquet files, or directories of *.parquet files.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Index directory to create (an existing sieve index there is replaced atomically).
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Column holding unique document ids (string or integer).
+    #[arg(long, default_value = "id")]
+    id_col: String,
+    /// Column holding the document text.
+    #[arg(long, default_value = "text")]
+    text_col: String,
+    /// Column holding titles [default: `title` when the first file has it].
+    #[arg(long)]
+    title_col: Option<String>,
+    /// Index without titles even if a `title` column exists.
+    #[arg(long, conflicts_with = "title_col")]
+    no_title: bool,
+    /// Column of precomputed embeddings (FixedSizeList<Float32> or List<Float32>); they must come
+    /// from the same model as --model, which embeds queries.
+    #[arg(long)]
+    vector_col: Option<String>,
+    /// Bi-encoder model directory [default: the bundled models/all-MiniLM-L6-v2].
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Longest document input to the bi-encoder, in tokens.
+    #[arg(long, default_value_t = 256)]
+    max_length: usize,
+    /// Stemmer language for BM25, or `none`.
+    #[arg(long, default_value = "english")]
+    stemmer: String,
+    /// Stop-word list for BM25, or `none`.
+    #[arg(long, default_value = "english")]
+    stopwords: String,
+    /// HNSW links per node.
+    #[arg(long, default_value_t = 16)]
+    hnsw_m: usize,
+    /// HNSW build-time candidate list size.
+    #[arg(long, default_value_t = 200)]
+    ef_construction: usize,
+    /// HNSW default search-time candidate list size.
+    #[arg(long, default_value_t = 128)]
+    ef_search: usize,
+    /// Threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print the manifest as JSON instead of a summary (and no progress bars).
+    #[arg(long)]
+    json: bool,
+}
+
+fn language_or_none(value: &str) -> Option<String> {
+    (value != "none").then(|| value.to_string())
+}
+
+pub fn run(args: IndexArgs) -> Result<()> {
+    let model = crate::paths::embedder_model(args.model.as_deref())?;
+    let files = ingest::expand_inputs(&args.inputs)?;
+    let title = match (&args.title_col, args.no_title) {
+        (Some(col), _) => Some(col.clone()),
+        (None, true) => None,
+        (None, false) => {
+            let first = files.first().context("no input files")?;
+            ingest::column_names(first)?
+                .iter()
+                .any(|c| c == "title")
+                .then(|| "title".to_string())
+        }
+    };
+    let mut options = BuildOptions::new(model);
+    options.mapping = ColumnMapping {
+        id: args.id_col,
+        text: args.text_col,
+        title,
+        vector: args.vector_col,
+    };
+    options.embedder.max_length = args.max_length;
+    options.analyzer = AnalyzerConfig {
+        stemmer: language_or_none(&args.stemmer),
+        stopwords: language_or_none(&args.stopwords),
+    };
+    options.hnsw = HnswParams {
+        m: args.hnsw_m,
+        ef_construction: args.ef_construction,
+        ef_search: args.ef_search,
+        ..HnswParams::default()
+    };
+    if let Some(threads) = args.threads {
+        options.threads = threads.max(1);
+        options.embedder.session.intra_threads = threads.max(1);
+    }
+
+    let bars = Bars::new(args.json);
+    let report = IndexBuilder::new(options)
+        .build(&files, &args.out, &bars)
+        .with_context(|| format!("indexing into {} failed", args.out.display()))?;
+    let m = &report.manifest;
+    if args.json {
+        let mut value = serde_json::to_value(m)?;
+        value["index_bytes"] = report.bytes.into();
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        let secs = m.build.seconds.max(1e-9);
+        println!(
+            "indexed {} documents into {} in {:.1} s ({:.0} docs/s); {:.1} MB on disk",
+            m.counts.documents,
+            report.path.display(),
+            m.build.seconds,
+            m.counts.documents as f64 / secs,
+            report.bytes as f64 / 1e6
+        );
+        let phases: Vec<String> = m
+            .build
+            .phases
+            .iter()
+            .map(|(name, s)| format!("{name} {s:.1} s"))
+            .collect();
+        println!("phases: {}", phases.join(", "));
+    }
+    Ok(())
+}

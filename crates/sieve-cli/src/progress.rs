@@ -1,0 +1,62 @@
+//! Progress bars for long work, drawn on stderr only when it is a terminal.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sieve_index::Progress;
+
+/// Draws one bar per phase with indicatif; silent when `quiet` or stderr is not a terminal.
+pub struct Bars {
+    current: Mutex<Option<ProgressBar>>,
+    enabled: bool,
+}
+
+impl Bars {
+    /// Bars that draw unless `quiet` or stderr is redirected.
+    pub fn new(quiet: bool) -> Self {
+        Self {
+            current: Mutex::new(None),
+            enabled: !quiet && std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn with_bar(&self, f: impl FnOnce(&mut Option<ProgressBar>)) {
+        if let Ok(mut guard) = self.current.lock() {
+            f(&mut guard);
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn start(&self, phase: &str, total: u64) {
+        if !self.enabled {
+            return;
+        }
+        let bar = ProgressBar::new(total);
+        let style = ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(phase.to_string());
+        self.with_bar(|slot| *slot = Some(bar));
+    }
+
+    fn advance(&self, n: u64) {
+        self.with_bar(|slot| {
+            if let Some(bar) = slot {
+                bar.inc(n);
+            }
+        });
+    }
+
+    fn finish(&self) {
+        self.with_bar(|slot| {
+            if let Some(bar) = slot.take() {
+                bar.finish();
+            }
+        });
+    }
+}
