@@ -31,13 +31,19 @@ fn null_id_is_rejected_naming_file_row_and_column() {
     let file = dir.path().join("nulls.parquet");
     let batch = string_batch(&[
         ("id", vec![Some("a".into()), None, Some("c".into())]),
-        ("text", vec![Some("x".into()), Some("y".into()), Some("z".into())]),
+        (
+            "text",
+            vec![Some("x".into()), Some("y".into()), Some("z".into())],
+        ),
     ]);
     write_parquet(&file, &[batch], 100);
     let err = read_all(&[file.clone()], &mapping()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, IndexError::BadValue { row: 1, .. }), "{msg}");
-    assert!(msg.contains("nulls.parquet") && msg.contains("row 1") && msg.contains("`id`"), "{msg}");
+    assert!(
+        msg.contains("nulls.parquet") && msg.contains("row 1") && msg.contains("`id`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -80,7 +86,10 @@ fn wrong_column_type_is_rejected() {
     .unwrap();
     write_parquet(&file, &[batch], 100);
     let msg = read_all(&[file], &mapping()).unwrap_err().to_string();
-    assert!(msg.contains("types.parquet") && msg.contains("`text`") && msg.contains("Int64"), "{msg}");
+    assert!(
+        msg.contains("types.parquet") && msg.contains("`text`") && msg.contains("Int64"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -100,7 +109,11 @@ fn integer_ids_are_accepted() {
     )
     .unwrap();
     write_parquet(&file, &[batch], 100);
-    let ids: Vec<String> = read_all(&[file], &mapping()).unwrap().into_iter().map(|d| d.id).collect();
+    let ids: Vec<String> = read_all(&[file], &mapping())
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
     assert_eq!(ids, ["42", "7"]);
 }
 
@@ -118,7 +131,12 @@ fn missing_column_lists_the_available_ones() {
     )
     .unwrap_err()
     .to_string();
-    assert!(msg.contains("cols.parquet") && msg.contains("`body` not found") && msg.contains("id, text"), "{msg}");
+    assert!(
+        msg.contains("cols.parquet")
+            && msg.contains("`body` not found")
+            && msg.contains("id, text"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -129,15 +147,24 @@ fn many_row_groups_and_files_stream_in_order_with_file_relative_rows() {
     // 10,000 rows in row groups of 250, written as several batches.
     let batches: Vec<RecordBatch> = (0..10).map(|i| docs_batch(i * 1000, 1000)).collect();
     write_parquet(&first, &batches, 250);
-    let meta = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&first).unwrap()).unwrap();
-    assert_eq!(parquet::file::reader::FileReader::metadata(&meta).num_row_groups(), 40);
+    let meta =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&first).unwrap())
+            .unwrap();
+    assert_eq!(
+        parquet::file::reader::FileReader::metadata(&meta).num_row_groups(),
+        40
+    );
     write_parquet(&second, &[docs_batch(10_000, 5)], 2);
 
     let files = expand_inputs(&[dir.path().to_path_buf()]).unwrap();
     assert_eq!(files, vec![first.clone(), second.clone()]);
     let docs = read_all(&files, &mapping()).unwrap();
     assert_eq!(docs.len(), 10_005);
-    assert!(docs.iter().enumerate().all(|(i, d)| d.id == format!("doc-{i}")));
+    assert!(
+        docs.iter()
+            .enumerate()
+            .all(|(i, d)| d.id == format!("doc-{i}"))
+    );
     assert_eq!(docs[10_003].row, 3, "rows are numbered within their file");
 
     // A null deep inside the file is reported at its exact row.
@@ -167,7 +194,11 @@ fn list_and_fixed_size_list_vectors_read_the_same() {
         let file = dir.path().join(format!("vec-{fixed}.parquet"));
         write_parquet(&file, &[vector_batch(&ids, &vectors, fixed)], 2);
         let docs = read_all(&[file], &vector_mapping()).unwrap();
-        read.push(docs.into_iter().map(|d| d.vector.unwrap()).collect::<Vec<_>>());
+        read.push(
+            docs.into_iter()
+                .map(|d| d.vector.unwrap())
+                .collect::<Vec<_>>(),
+        );
     }
     assert_eq!(read[0], read[1]);
     assert_eq!(read[0][2], vec![2.0, 1.0, 2.0]);
@@ -185,14 +216,29 @@ fn ragged_and_null_vectors_are_rejected_with_their_row() {
     ];
     let file = dir.path().join("ragged.parquet");
     write_parquet(&file, &[vector_batch(&ids, &ragged, false)], 10);
-    let msg = read_all(&[file], &vector_mapping()).unwrap_err().to_string();
-    assert!(msg.contains("ragged.parquet") && msg.contains("row 2") && msg.contains("`emb`") && msg.contains("ragged"), "{msg}");
+    let msg = read_all(&[file], &vector_mapping())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("ragged.parquet")
+            && msg.contains("row 2")
+            && msg.contains("`emb`")
+            && msg.contains("ragged"),
+        "{msg}"
+    );
 
-    let nulls = vec![Some(vec![1.0, 2.0]), None, Some(vec![1.0, 2.0]), Some(vec![0.5, 2.0])];
+    let nulls = vec![
+        Some(vec![1.0, 2.0]),
+        None,
+        Some(vec![1.0, 2.0]),
+        Some(vec![0.5, 2.0]),
+    ];
     for fixed in [true, false] {
         let file = dir.path().join(format!("null-{fixed}.parquet"));
         write_parquet(&file, &[vector_batch(&ids, &nulls, fixed)], 10);
-        let msg = read_all(&[file], &vector_mapping()).unwrap_err().to_string();
+        let msg = read_all(&[file], &vector_mapping())
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("row 1") && msg.contains("null"), "{msg}");
     }
 }
@@ -211,7 +257,10 @@ fn vector_column_of_wrong_type_is_rejected() {
     )
     .unwrap_err()
     .to_string();
-    assert!(msg.contains("`text`") && msg.contains("List<Float32>"), "{msg}");
+    assert!(
+        msg.contains("`text`") && msg.contains("List<Float32>"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -220,7 +269,10 @@ fn malformed_parquet_names_the_file() {
     let file = dir.path().join("garbage.parquet");
     std::fs::write(&file, b"this is not parquet at all, just bytes").unwrap();
     let msg = read_all(&[file], &mapping()).unwrap_err().to_string();
-    assert!(msg.contains("garbage.parquet") && msg.contains("not a valid Parquet file"), "{msg}");
+    assert!(
+        msg.contains("garbage.parquet") && msg.contains("not a valid Parquet file"),
+        "{msg}"
+    );
 
     let missing = dir.path().join("nope.parquet");
     let msg = expand_inputs(&[missing]).unwrap_err().to_string();
@@ -243,11 +295,24 @@ fn empty_files_are_skipped_but_an_empty_corpus_is_an_error() {
     assert!(read_all(&[empty.clone()], &mapping()).unwrap().is_empty());
 
     let out = dir.path().join("idx");
-    let msg = build(&[empty.clone()], &out, mapping()).unwrap_err().to_string();
-    assert!(msg.contains("no documents") && msg.contains("empty.parquet"), "{msg}");
+    let msg = build(&[empty.clone()], &out, mapping())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("no documents") && msg.contains("empty.parquet"),
+        "{msg}"
+    );
     assert!(!out.exists(), "a failed build leaves no index behind");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert_eq!(leftovers.len(), 1, "no staging directory left: {leftovers:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "no staging directory left: {leftovers:?}"
+    );
 
     let full = dir.path().join("full.parquet");
     write_parquet(&full, &[docs_batch(0, 5)], 10);
@@ -264,7 +329,12 @@ fn duplicate_ids_across_files_are_rejected_naming_both_places() {
     write_parquet(&b, &[docs_batch(5, 2)], 10);
     let out = dir.path().join("idx");
     let msg = build(&[a, b], &out, mapping()).unwrap_err().to_string();
-    assert!(msg.contains("duplicate id `doc-5`") && msg.contains("b.parquet: row 0") && msg.contains("a.parquet row 5"), "{msg}");
+    assert!(
+        msg.contains("duplicate id `doc-5`")
+            && msg.contains("b.parquet: row 0")
+            && msg.contains("a.parquet row 5"),
+        "{msg}"
+    );
     assert!(!out.exists());
 }
 
@@ -276,17 +346,25 @@ fn precomputed_vectors_must_match_the_query_embedder() {
     let file = dir.path().join("dim2.parquet");
     write_parquet(&file, &[vector_batch(&ids, &small, true)], 10);
     let out = dir.path().join("idx");
-    let msg = build(&[file], &out, vector_mapping()).unwrap_err().to_string();
+    let msg = build(&[file], &out, vector_mapping())
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("2 dimensions") && msg.contains("384"), "{msg}");
 
     // 384-d vectors from a column are indexed as they are (after normalisation).
-    let vectors: Vec<Option<Vec<f32>>> = clustered_unit_vectors(50, 384, 5, 7).into_iter().map(Some).collect();
+    let vectors: Vec<Option<Vec<f32>>> = clustered_unit_vectors(50, 384, 5, 7)
+        .into_iter()
+        .map(Some)
+        .collect();
     let ids: Vec<String> = (0..50).map(|i| format!("v{i}")).collect();
     let file = dir.path().join("dim384.parquet");
     write_parquet(&file, &[vector_batch(&ids, &vectors, false)], 10);
     build(&[file], &out, vector_mapping()).unwrap();
     let index = SieveIndex::open(&out).unwrap();
     assert_eq!(index.manifest.dense.vectors_from, "column:emb");
-    let top = index.dense.search(vectors[17].as_ref().unwrap(), 1).unwrap();
+    let top = index
+        .dense
+        .search(vectors[17].as_ref().unwrap(), 1)
+        .unwrap();
     assert_eq!(top.candidates[0].doc, 17);
 }

@@ -13,9 +13,7 @@ use sieve_core::{Candidate, RankedList};
 use tantivy::collector::TopDocs;
 use tantivy::columnar::Column;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
-use tantivy::schema::{
-    FAST, Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions,
-};
+use tantivy::schema::{FAST, Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
     TokenStream,
@@ -133,10 +131,16 @@ pub struct Bm25Writer {
 
 impl Bm25Writer {
     /// Creates an empty BM25 index in `path` (which must exist and be empty).
-    pub fn create(path: &Path, analyzer: &AnalyzerConfig, threads: usize) -> Result<Self, IndexError> {
+    pub fn create(
+        path: &Path,
+        analyzer: &AnalyzerConfig,
+        threads: usize,
+    ) -> Result<Self, IndexError> {
         let (schema, body, ord) = schema();
         let index = Index::create_in_dir(path, schema).map_err(tantivy_err(path))?;
-        index.tokenizers().register(ANALYZER_NAME, analyzer.build()?);
+        index
+            .tokenizers()
+            .register(ANALYZER_NAME, analyzer.build()?);
         let threads = threads.clamp(1, 8);
         let writer = index
             .writer_with_num_threads(threads, threads * 64 * 1024 * 1024)
@@ -190,7 +194,9 @@ impl Bm25Index {
     pub fn open(path: &Path, analyzer: &AnalyzerConfig) -> Result<Self, IndexError> {
         let err = tantivy_err(path);
         let index = Index::open_in_dir(path).map_err(&err)?;
-        index.tokenizers().register(ANALYZER_NAME, analyzer.build()?);
+        index
+            .tokenizers()
+            .register(ANALYZER_NAME, analyzer.build()?);
         let body = index.schema().get_field(BODY).map_err(&err)?;
         let reader: IndexReader = index
             .reader_builder()
@@ -265,4 +271,3 @@ impl Bm25Index {
         Ok(RankedList::new("bm25", candidates))
     }
 }
-

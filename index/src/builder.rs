@@ -125,7 +125,10 @@ impl IndexBuilder {
         let total_rows = ingest::count_rows(files)?;
 
         // The embedder is loaded first: a bad model fails before any real work.
-        let encoder = Arc::new(BiEncoder::open(&opts.embedder_model, opts.embedder.clone())?);
+        let encoder = Arc::new(BiEncoder::open(
+            &opts.embedder_model,
+            opts.embedder.clone(),
+        )?);
 
         // Phase 1: read Parquet, check ids, fill the doc store and BM25.
         let phase = Instant::now();
@@ -139,38 +142,43 @@ impl IndexBuilder {
         let mut column_vectors: Vec<Vec<f32>> = Vec::new();
         let mut rows_per_file = vec![0u64; files.len()];
         let mut ordinal: u32 = 0;
-        ingest::read_documents(files, &opts.mapping, opts.batch_rows, &mut |file_index, docs| {
-            let batch_len = docs.len() as u64;
-            for doc in docs {
-                if let Some(&(first_file, first_row)) = seen.get(&doc.id) {
-                    return Err(IndexError::DuplicateId {
-                        file: files[file_index].clone(),
-                        row: doc.row,
-                        column: opts.mapping.id.clone(),
+        ingest::read_documents(
+            files,
+            &opts.mapping,
+            opts.batch_rows,
+            &mut |file_index, docs| {
+                let batch_len = docs.len() as u64;
+                for doc in docs {
+                    if let Some(&(first_file, first_row)) = seen.get(&doc.id) {
+                        return Err(IndexError::DuplicateId {
+                            file: files[file_index].clone(),
+                            row: doc.row,
+                            column: opts.mapping.id.clone(),
+                            id: doc.id,
+                            first_file: files[first_file].clone(),
+                            first_row,
+                        });
+                    }
+                    seen.insert(doc.id.clone(), (file_index, doc.row));
+                    bm25.add(ordinal, &doc.title, &doc.text)?;
+                    match doc.vector {
+                        Some(v) => column_vectors.push(v),
+                        None => embed_inputs.push(embedding_input(&doc.title, &doc.text)),
+                    }
+                    store.append(&StoredDoc {
                         id: doc.id,
-                        first_file: files[first_file].clone(),
-                        first_row,
-                    });
+                        title: doc.title,
+                        text: doc.text,
+                    })?;
+                    ordinal = ordinal.checked_add(1).ok_or_else(|| {
+                        IndexError::InvalidSetting("more than 4,294,967,295 documents".into())
+                    })?;
                 }
-                seen.insert(doc.id.clone(), (file_index, doc.row));
-                bm25.add(ordinal, &doc.title, &doc.text)?;
-                match doc.vector {
-                    Some(v) => column_vectors.push(v),
-                    None => embed_inputs.push(embedding_input(&doc.title, &doc.text)),
-                }
-                store.append(&StoredDoc {
-                    id: doc.id,
-                    title: doc.title,
-                    text: doc.text,
-                })?;
-                ordinal = ordinal.checked_add(1).ok_or_else(|| {
-                    IndexError::InvalidSetting("more than 4,294,967,295 documents".into())
-                })?;
-            }
-            rows_per_file[file_index] += batch_len;
-            progress.advance(batch_len);
-            Ok(())
-        })?;
+                rows_per_file[file_index] += batch_len;
+                progress.advance(batch_len);
+                Ok(())
+            },
+        )?;
         let documents = store.finish()?;
         bm25.finish()?;
         progress.finish();
@@ -199,8 +207,13 @@ impl IndexBuilder {
                 )));
             }
             let mut vectors = column_vectors;
-            vectors.iter_mut().for_each(|v| sieve_embed::l2_normalise(v));
-            let from = format!("column:{}", opts.mapping.vector.as_deref().unwrap_or_default());
+            vectors
+                .iter_mut()
+                .for_each(|v| sieve_embed::l2_normalise(v));
+            let from = format!(
+                "column:{}",
+                opts.mapping.vector.as_deref().unwrap_or_default()
+            );
             (vectors, from)
         } else {
             let phase = Instant::now();
@@ -222,7 +235,9 @@ impl IndexBuilder {
         // Phase 3: HNSW.
         let phase = Instant::now();
         progress.start("HNSW", vectors.len() as u64);
-        dense::build(dir, &vectors, &opts.hnsw, &mut |n| progress.advance(n as u64))?;
+        dense::build(dir, &vectors, &opts.hnsw, &mut |n| {
+            progress.advance(n as u64)
+        })?;
         progress.finish();
         phases.push(("HNSW".to_string(), phase.elapsed().as_secs_f64()));
 

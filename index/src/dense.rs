@@ -114,7 +114,8 @@ fn write_vectors(path: &Path, vectors: &[Vec<f32>]) -> Result<(), IndexError> {
     let mut out = std::io::BufWriter::new(file);
     for v in vectors {
         for x in v {
-            out.write_all(&x.to_le_bytes()).map_err(IndexError::io(path))?;
+            out.write_all(&x.to_le_bytes())
+                .map_err(IndexError::io(path))?;
         }
     }
     out.flush().map_err(IndexError::io(path))
@@ -159,14 +160,20 @@ pub struct DenseIndex {
 
 impl DenseIndex {
     /// Loads the graph from `dir`.
-    pub fn open(dir: &Path, dim: usize, count: usize, params: &HnswParams) -> Result<Self, IndexError> {
+    pub fn open(
+        dir: &Path,
+        dim: usize,
+        count: usize,
+        params: &HnswParams,
+    ) -> Result<Self, IndexError> {
         let loader = HnswIo::new(dir, GRAPH_BASENAME);
-        let graph = LoadedGraph::try_new(loader, |io| io.load_hnsw_with_dist(DistDot {})).map_err(
-            |e| IndexError::Dense {
-                path: dir.to_path_buf(),
-                message: format!("could not load the graph: {e}"),
-            },
-        )?;
+        let graph =
+            LoadedGraph::try_new(loader, |io| io.load_hnsw_with_dist(DistDot {})).map_err(|e| {
+                IndexError::Dense {
+                    path: dir.to_path_buf(),
+                    message: format!("could not load the graph: {e}"),
+                }
+            })?;
         let loaded = graph.with_dependent(|_, g| g.get_nb_point());
         if loaded != count {
             return Err(IndexError::Dense {
@@ -194,7 +201,12 @@ impl DenseIndex {
     }
 
     /// Like [`search`](Self::search) with an explicit candidate list size.
-    pub fn search_with_ef(&self, query: &[f32], k: usize, ef: usize) -> Result<RankedList, IndexError> {
+    pub fn search_with_ef(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+    ) -> Result<RankedList, IndexError> {
         if query.len() != self.dim {
             return Err(IndexError::Dense {
                 path: self.dir.clone(),

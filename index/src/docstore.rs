@@ -91,7 +91,10 @@ impl DocStore {
             message,
         };
         if raw.len() % 8 != 0 || raw.is_empty() {
-            return Err(bad(format!("{OFFSETS_FILE} has a bad size ({} bytes)", raw.len())));
+            return Err(bad(format!(
+                "{OFFSETS_FILE} has a bad size ({} bytes)",
+                raw.len()
+            )));
         }
         let offsets: Vec<u64> = raw
             .chunks_exact(8)
@@ -130,7 +133,10 @@ impl DocStore {
             _ => {
                 return Err(IndexError::DocStore {
                     path: self.path.clone(),
-                    message: format!("no document with ordinal {ordinal} (store has {})", self.len()),
+                    message: format!(
+                        "no document with ordinal {ordinal} (store has {})",
+                        self.len()
+                    ),
                 });
             }
         };

@@ -53,7 +53,9 @@ pub enum IndexError {
         message: String,
     },
     /// The same id appears twice.
-    #[error("{file}: row {row}, column `{column}`: duplicate id `{id}` (first seen in {first_file} row {first_row})")]
+    #[error(
+        "{file}: row {row}, column `{column}`: duplicate id `{id}` (first seen in {first_file} row {first_row})"
+    )]
     DuplicateId {
         /// The file of the second occurrence.
         file: PathBuf,

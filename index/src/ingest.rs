@@ -151,22 +151,31 @@ struct ColumnRoles<'m> {
 const STRING_TYPES: &str = "a string column (Utf8, LargeUtf8 or Utf8View)";
 
 fn is_string(dt: &DataType) -> bool {
-    matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+    matches!(
+        dt,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
 }
 
 impl<'m> ColumnRoles<'m> {
-    fn resolve(file: &Path, schema: &Schema, mapping: &'m ColumnMapping) -> Result<Self, IndexError> {
+    fn resolve(
+        file: &Path,
+        schema: &Schema,
+        mapping: &'m ColumnMapping,
+    ) -> Result<Self, IndexError> {
         let find = |name: &str| {
-            schema.index_of(name).map_err(|_| IndexError::MissingColumn {
-                file: file.to_path_buf(),
-                column: name.to_string(),
-                available: schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+            schema
+                .index_of(name)
+                .map_err(|_| IndexError::MissingColumn {
+                    file: file.to_path_buf(),
+                    column: name.to_string(),
+                    available: schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
         };
         let wrong = |name: &str, dt: &DataType, expected: &'static str| IndexError::WrongType {
             file: file.to_path_buf(),
@@ -247,11 +256,13 @@ impl<'m> ColumnRoles<'m> {
     ) -> Result<Vec<SourceDoc>, IndexError> {
         // The projected batch keeps the file's column names.
         let column = |name: &str| -> Result<&ArrayRef, IndexError> {
-            batch.column_by_name(name).ok_or_else(|| IndexError::MissingColumn {
-                file: file.to_path_buf(),
-                column: name.to_string(),
-                available: String::new(),
-            })
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| IndexError::MissingColumn {
+                    file: file.to_path_buf(),
+                    column: name.to_string(),
+                    available: String::new(),
+                })
         };
         let ids = column(&self.mapping.id)?;
         let texts = column(&self.mapping.text)?;

@@ -4,11 +4,26 @@
 use sieve_index::bm25::{AnalyzerConfig, Bm25Index, Bm25Writer};
 
 const CORPUS: &[(&str, &str)] = &[
-    ("Statins", "Statins lower LDL cholesterol by inhibiting HMG-CoA reductase in the liver."),
-    ("Eggs", "An egg contains cholesterol, but dietary cholesterol matters less than saturated fat."),
-    ("Running", "Runners who run long distances adapt their muscles and heart."),
-    ("Bread", "Yeast ferments sugars and the dough rises as carbon dioxide is trapped."),
-    ("Cholesterol everywhere", "Cholesterol cholesterol cholesterol: a long text that repeats the word cholesterol many times, together with many other words about lipids, membranes, hormones, bile acids, vitamin D synthesis and the transport of fats in lipoproteins through the blood."),
+    (
+        "Statins",
+        "Statins lower LDL cholesterol by inhibiting HMG-CoA reductase in the liver.",
+    ),
+    (
+        "Eggs",
+        "An egg contains cholesterol, but dietary cholesterol matters less than saturated fat.",
+    ),
+    (
+        "Running",
+        "Runners who run long distances adapt their muscles and heart.",
+    ),
+    (
+        "Bread",
+        "Yeast ferments sugars and the dough rises as carbon dioxide is trapped.",
+    ),
+    (
+        "Cholesterol everywhere",
+        "Cholesterol cholesterol cholesterol: a long text that repeats the word cholesterol many times, together with many other words about lipids, membranes, hormones, bile acids, vitamin D synthesis and the transport of fats in lipoproteins through the blood.",
+    ),
     ("", "The the the of and a an is are was were."),
 ];
 
@@ -50,13 +65,20 @@ fn term_frequency_saturates_and_length_normalises() {
     let list = index.search("cholesterol", 10).unwrap();
     let score = |doc| list.candidates.iter().find(|c| c.doc == doc).unwrap().score;
     assert!(score(4) > score(1), "more occurrences still help");
-    assert!(score(4) < 2.5 * score(1), "but far less than proportionally (k1 saturation, length norm)");
+    assert!(
+        score(4) < 2.5 * score(1),
+        "but far less than proportionally (k1 saturation, length norm)"
+    );
 }
 
 #[test]
 fn stemming_matches_inflections_and_can_be_disabled() {
     let (_dir, index) = build(&AnalyzerConfig::default());
-    assert_eq!(ranking(&index, "runs")[0], 2, "runs/runners/run stem to run");
+    assert_eq!(
+        ranking(&index, "runs")[0],
+        2,
+        "runs/runners/run stem to run"
+    );
     assert_eq!(ranking(&index, "ferment rising dough")[0], 3);
 
     let no_stem = AnalyzerConfig {
@@ -64,7 +86,10 @@ fn stemming_matches_inflections_and_can_be_disabled() {
         ..AnalyzerConfig::default()
     };
     let (_dir2, plain) = build(&no_stem);
-    assert!(ranking(&plain, "runs").is_empty(), "without stemming `runs` matches nothing");
+    assert!(
+        ranking(&plain, "runs").is_empty(),
+        "without stemming `runs` matches nothing"
+    );
 }
 
 #[test]
@@ -95,6 +120,9 @@ fn unknown_languages_are_rejected() {
         stemmer: Some("klingon".into()),
         stopwords: None,
     };
-    let msg = Bm25Writer::create(dir.path(), &bad, 1).err().unwrap().to_string();
+    let msg = Bm25Writer::create(dir.path(), &bad, 1)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(msg.contains("klingon"), "{msg}");
 }

@@ -12,10 +12,15 @@ fn vectors(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<Vec<f32>> {
         state ^= state << 17;
         (state >> 11) as f32 / (1u64 << 52) as f32 * 2.0 - 1.0
     };
-    let centres: Vec<Vec<f32>> = (0..clusters).map(|_| (0..dim).map(|_| next()).collect()).collect();
+    let centres: Vec<Vec<f32>> = (0..clusters)
+        .map(|_| (0..dim).map(|_| next()).collect())
+        .collect();
     (0..n)
         .map(|i| {
-            let mut v: Vec<f32> = centres[i % clusters].iter().map(|c| c + 0.8 * next()).collect();
+            let mut v: Vec<f32> = centres[i % clusters]
+                .iter()
+                .map(|c| c + 0.8 * next())
+                .collect();
             sieve_embed::l2_normalise(&mut v);
             v
         })
@@ -35,14 +40,30 @@ fn recall_at_10_is_at_least_095_against_brute_force() {
 
     let mut found = 0usize;
     for q in queries {
-        let truth: Vec<u32> = exact_top_k(&flat, dim, q, 10).candidates.iter().map(|c| c.doc).collect();
+        let truth: Vec<u32> = exact_top_k(&flat, dim, q, 10)
+            .candidates
+            .iter()
+            .map(|c| c.doc)
+            .collect();
         let approx = index.search(q, 10).unwrap();
-        found += approx.candidates.iter().filter(|c| truth.contains(&c.doc)).count();
+        found += approx
+            .candidates
+            .iter()
+            .filter(|c| truth.contains(&c.doc))
+            .count();
         // Scores are cosines of unit vectors.
-        assert!(approx.candidates.iter().all(|c| (-1.001..=1.001).contains(&c.score)));
+        assert!(
+            approx
+                .candidates
+                .iter()
+                .all(|c| (-1.001..=1.001).contains(&c.score))
+        );
     }
     let recall = found as f64 / (queries.len() * 10) as f64;
-    println!("HNSW recall@10 = {recall:.4} (M={}, ef_construction={}, ef_search={}, 12,000 × 384)", params.m, params.ef_construction, params.ef_search);
+    println!(
+        "HNSW recall@10 = {recall:.4} (M={}, ef_construction={}, ef_search={}, 12,000 × 384)",
+        params.m, params.ef_construction, params.ef_search
+    );
     assert!(recall >= 0.95, "recall@10 {recall}");
 
     // The exact search over the stored vectors agrees with the in-memory brute force.
@@ -55,12 +76,23 @@ fn recall_at_10_is_at_least_095_against_brute_force() {
 fn bad_parameters_and_dimension_mismatch_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let data = vectors(10, 8, 2, 1);
-    let bad = HnswParams { m: 300, ..HnswParams::default() };
-    assert!(dense::build(dir.path(), &data, &bad, &mut |_| {}).unwrap_err().to_string().contains("256"));
+    let bad = HnswParams {
+        m: 300,
+        ..HnswParams::default()
+    };
+    assert!(
+        dense::build(dir.path(), &data, &bad, &mut |_| {})
+            .unwrap_err()
+            .to_string()
+            .contains("256")
+    );
     dense::build(dir.path(), &data, &HnswParams::default(), &mut |_| {}).unwrap();
     let index = DenseIndex::open(dir.path(), 8, 10, &HnswParams::default()).unwrap();
     let msg = index.search(&[1.0, 0.0], 3).unwrap_err().to_string();
     assert!(msg.contains("2 dimensions"), "{msg}");
-    let msg = DenseIndex::open(dir.path(), 8, 11, &HnswParams::default()).err().unwrap().to_string();
+    let msg = DenseIndex::open(dir.path(), 8, 11, &HnswParams::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(msg.contains("10 points"), "{msg}");
 }

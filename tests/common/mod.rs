@@ -80,7 +80,9 @@ pub fn string_batch(columns: &[(&str, Vec<Option<String>>)]) -> RecordBatch {
 
 /// `n` documents `doc-{start+i}` with distinct texts.
 pub fn docs_batch(start: usize, n: usize) -> RecordBatch {
-    let ids = (start..start + n).map(|i| Some(format!("doc-{i}"))).collect();
+    let ids = (start..start + n)
+        .map(|i| Some(format!("doc-{i}")))
+        .collect();
     let texts = (start..start + n)
         .map(|i| Some(format!("document number {i} talks about topic {}", i % 17)))
         .collect();
@@ -124,7 +126,9 @@ pub fn vector_array(vectors: &[Option<Vec<f32>>], fixed: bool) -> ArrayRef {
 pub fn vector_batch(ids: &[String], vectors: &[Option<Vec<f32>>], fixed: bool) -> RecordBatch {
     let id_array: ArrayRef = Arc::new(StringArray::from(ids.to_vec()));
     let text_array: ArrayRef = Arc::new(StringArray::from(
-        ids.iter().map(|i| format!("text of {i}")).collect::<Vec<_>>(),
+        ids.iter()
+            .map(|i| format!("text of {i}"))
+            .collect::<Vec<_>>(),
     ));
     let vectors = vector_array(vectors, fixed);
     let schema = Schema::new(vec![
@@ -138,7 +142,9 @@ pub fn vector_batch(ids: &[String], vectors: &[Option<Vec<f32>>], fixed: bool) -
 /// Deterministic pseudo-random unit vectors around `clusters` centres (like real embeddings,
 /// which are clustered by topic), from a fixed seed.
 pub fn clustered_unit_vectors(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = move || {
         state ^= state << 13;
         state ^= state >> 7;

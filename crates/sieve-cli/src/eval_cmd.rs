@@ -19,7 +19,11 @@ pub struct EvalArgs {
     #[arg(long, required = true, num_args = 1..)]
     run: Vec<PathBuf>,
     /// Metrics, comma separated.
-    #[arg(long, default_value = "ndcg@10,mrr@10,recall@100,map@100", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "ndcg@10,mrr@10,recall@100,map@100",
+        value_delimiter = ','
+    )]
     metrics: Vec<String>,
     /// Lowest relevance grade counted as relevant by MRR, Recall and MAP (TREC DL uses 2).
     #[arg(long, default_value_t = 1)]

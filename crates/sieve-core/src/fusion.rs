@@ -91,11 +91,13 @@ fn fuse_with(lists: &[RankedList], contribution: impl Fn(usize, &StageScore) -> 
     let mut by_doc: HashMap<u32, FusedCandidate> = HashMap::new();
     for (list_index, list) in lists.iter().enumerate() {
         for (position, candidate) in list.candidates.iter().enumerate() {
-            let entry = by_doc.entry(candidate.doc).or_insert_with(|| FusedCandidate {
-                doc: candidate.doc,
-                score: 0.0,
-                stages: vec![None; lists.len()],
-            });
+            let entry = by_doc
+                .entry(candidate.doc)
+                .or_insert_with(|| FusedCandidate {
+                    doc: candidate.doc,
+                    score: 0.0,
+                    stages: vec![None; lists.len()],
+                });
             // A retriever returning a document twice keeps its best (first) position.
             if entry.stages[list_index].is_none() {
                 let stage = StageScore {
@@ -160,7 +162,9 @@ impl fmt::Display for FusionSpec {
 
 /// Why a fusion name could not be parsed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid fusion `{input}`: {reason} (expected `rrf`, `rrf:K` with K > 0, or `weighted:W` with 0 <= W <= 1)")]
+#[error(
+    "invalid fusion `{input}`: {reason} (expected `rrf`, `rrf:K` with K > 0, or `weighted:W` with 0 <= W <= 1)"
+)]
 pub struct ParseFusionError {
     input: String,
     reason: &'static str,
@@ -307,7 +311,10 @@ mod tests {
     #[test]
     fn parse_fusion_specs() {
         assert_eq!("rrf".parse::<FusionSpec>(), Ok(FusionSpec::Rrf { k: 60.0 }));
-        assert_eq!("rrf:10".parse::<FusionSpec>(), Ok(FusionSpec::Rrf { k: 10.0 }));
+        assert_eq!(
+            "rrf:10".parse::<FusionSpec>(),
+            Ok(FusionSpec::Rrf { k: 10.0 })
+        );
         assert_eq!(
             "weighted:0.7".parse::<FusionSpec>(),
             Ok(FusionSpec::Weighted { dense_weight: 0.7 })

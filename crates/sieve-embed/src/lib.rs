@@ -163,16 +163,18 @@ impl BiEncoder {
             .map(|i| i.name().to_string())
             .collect();
         let find_input = |name: &str| input_names.iter().find(|n| n.as_str() == name).cloned();
-        let input_ids = find_input("input_ids")
-            .ok_or_else(|| unsupported(format!("no `input_ids` input (inputs: {input_names:?})")))?;
+        let input_ids = find_input("input_ids").ok_or_else(|| {
+            unsupported(format!("no `input_ids` input (inputs: {input_names:?})"))
+        })?;
         let attention_mask = find_input("attention_mask").ok_or_else(|| {
-            unsupported(format!("no `attention_mask` input (inputs: {input_names:?})"))
+            unsupported(format!(
+                "no `attention_mask` input (inputs: {input_names:?})"
+            ))
         })?;
         let token_type_ids = find_input("token_type_ids");
-        if let Some(extra) = input_names
-            .iter()
-            .find(|n| ![&input_ids, &attention_mask].contains(n) && Some(*n) != token_type_ids.as_ref())
-        {
+        if let Some(extra) = input_names.iter().find(|n| {
+            ![&input_ids, &attention_mask].contains(n) && Some(*n) != token_type_ids.as_ref()
+        }) {
             return Err(unsupported(format!("unexpected input `{extra}`")));
         }
 
@@ -297,7 +299,12 @@ impl BiEncoder {
         let mut ids = Array2::<i64>::zeros((rows, seq_len));
         let mut mask = Array2::<i64>::zeros((rows, seq_len));
         for (r, enc) in batch.iter().enumerate() {
-            for (c, (&id, &m)) in enc.get_ids().iter().zip(enc.get_attention_mask()).enumerate() {
+            for (c, (&id, &m)) in enc
+                .get_ids()
+                .iter()
+                .zip(enc.get_attention_mask())
+                .enumerate()
+            {
                 ids[[r, c]] = i64::from(id);
                 mask[[r, c]] = i64::from(m);
             }
@@ -320,10 +327,9 @@ impl BiEncoder {
                 Tensor::from_array(types).map_err(run_err)?.into(),
             ));
         }
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| EmbedError::Run("embedding session poisoned by an earlier panic".into()))?;
+        let mut session = self.session.lock().map_err(|_| {
+            EmbedError::Run("embedding session poisoned by an earlier panic".into())
+        })?;
         let outputs = session.run(inputs).map_err(run_err)?;
         let output = outputs
             .get(&self.output)

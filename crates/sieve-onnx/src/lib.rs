@@ -72,7 +72,9 @@ pub struct RuntimeInfo {
 
 impl std::fmt::Debug for RuntimeInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RuntimeInfo").field("library", &self.library).finish()
+        f.debug_struct("RuntimeInfo")
+            .field("library", &self.library)
+            .finish()
     }
 }
 
@@ -234,7 +236,8 @@ fn build_session(
     path: &Path,
     options: &SessionOptions,
 ) -> Result<Session, BuildError> {
-    let ort_err = |e: ort::Error<ort::session::builder::SessionBuilder>| BuildError::Ort(e.to_string());
+    let ort_err =
+        |e: ort::Error<ort::session::builder::SessionBuilder>| BuildError::Ort(e.to_string());
     let mut builder = Session::builder(environment)
         .map_err(|e| BuildError::Ort(e.to_string()))?
         .with_optimization_level(GraphOptimizationLevel::Level3)

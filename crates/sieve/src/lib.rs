@@ -24,7 +24,7 @@ pub use pipeline::{
 };
 pub use retrievers::{Bm25Retriever, DenseRetriever};
 pub use sieve_core::{
-    Candidate, Fusion, FusionSpec, FusedCandidate, RankedList, Retriever, Rrf, StageScore,
+    Candidate, FusedCandidate, Fusion, FusionSpec, RankedList, Retriever, Rrf, StageScore,
     WeightedFusion,
 };
 pub use sieve_index::SieveIndex;

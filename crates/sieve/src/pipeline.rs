@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use sieve_core::{FusedCandidate, FusedList, FusionSpec, RankedList, RetrieveError, Retriever, StageScore};
+use sieve_core::{
+    FusedCandidate, FusedList, FusionSpec, RankedList, RetrieveError, Retriever, StageScore,
+};
 use sieve_embed::{BiEncoder, EmbedderConfig};
 use sieve_index::{IndexError, SieveIndex};
 
@@ -53,7 +55,9 @@ impl FromStr for Mode {
             "bm25" => Ok(Mode::Bm25),
             "dense" => Ok(Mode::Dense),
             "hybrid" => Ok(Mode::Hybrid),
-            other => Err(format!("unknown mode `{other}` (expected bm25, dense or hybrid)")),
+            other => Err(format!(
+                "unknown mode `{other}` (expected bm25, dense or hybrid)"
+            )),
         }
     }
 }
@@ -219,6 +223,11 @@ impl Sieve {
         &self.index
     }
 
+    /// The query embedding the dense retriever searches with (unit length).
+    pub fn embed_query(&self, query: &str) -> Result<Vec<f32>, SieveError> {
+        Ok(self.dense.encoder().embed_one(query)?)
+    }
+
     /// Runs the first stage (retrievers + fusion) without cutting or fetching documents.
     pub fn first_stage(&self, request: &SearchRequest) -> Result<FirstStage, SieveError> {
         if request.query.trim().is_empty() {
@@ -254,10 +263,11 @@ impl Sieve {
                     let dense = scope.spawn(timed_dense);
                     (timed_bm25(), dense.join())
                 });
-                let (dense, dense_ms) = dense
-                    .map_err(|_| RetrieveError::new("dense", "retriever thread panicked"))?;
+                let (dense, dense_ms) =
+                    dense.map_err(|_| RetrieveError::new("dense", "retriever thread panicked"))?;
                 let (dense, embed_ms) = dense?;
-                (timings.bm25_ms, timings.dense_ms, timings.embed_ms) = (bm25_ms, dense_ms, embed_ms);
+                (timings.bm25_ms, timings.dense_ms, timings.embed_ms) =
+                    (bm25_ms, dense_ms, embed_ms);
                 lists.push(bm25?);
                 lists.push(dense);
             }

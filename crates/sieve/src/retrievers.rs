@@ -44,8 +44,17 @@ impl DenseRetriever {
         Self { index, encoder }
     }
 
+    /// The query encoder.
+    pub fn encoder(&self) -> &BiEncoder {
+        &self.encoder
+    }
+
     /// Retrieves and also returns how long the query embedding took (ms), for stage timings.
-    pub fn retrieve_timed(&self, query: &str, k: usize) -> Result<(RankedList, f64), RetrieveError> {
+    pub fn retrieve_timed(
+        &self,
+        query: &str,
+        k: usize,
+    ) -> Result<(RankedList, f64), RetrieveError> {
         let started = Instant::now();
         let vector = self
             .encoder

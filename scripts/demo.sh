@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The main job on the bundled sample: set up, build sieve (release), index the sample corpus
+# (examples/data/corpus.parquet, 120 documents written for the project), and search it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --release --locked -p sieve-cli
+SIEVE=target/release/sieve
+INDEX=.sieve/demo-index
+
+echo "== sieve index examples/data/corpus.parquet --out $INDEX"
+$SIEVE index examples/data/corpus.parquet --out "$INDEX"
+
+for query in "how do statins lower cholesterol" "why do coral reefs turn white" "Varroa mite"; do
+    echo
+    echo "== sieve search $INDEX \"$query\" --k 5"
+    $SIEVE search "$INDEX" "$query" --k 5
+done
+
+echo
+echo "== sieve search $INDEX \"can an RNA shot rewrite my genes\" --fusion weighted:0.7 --k 3 --json"
+$SIEVE search "$INDEX" "can an RNA shot rewrite my genes" --fusion weighted:0.7 --k 3 --json
