@@ -1,7 +1,7 @@
 //! Embedding sieve in an application: open an index once, share it, search from async tasks.
 //!
 //! ```text
-//! sieve index examples/data/corpus.parquet --out idx
+//! sieve index examples/sample/corpus.parquet --out idx
 //! cargo run -p sieve-examples --example embed -- idx "how do statins lower cholesterol" "why does bread rise"
 //! ```
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the bundled sample: set up, build sieve (release), index the sample corpus
-# (examples/data/corpus.parquet, 120 documents written for the project), and search it.
+# (examples/sample/corpus.parquet, 120 documents written for the project), and search it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -8,8 +8,8 @@ cargo build --release --locked -p sieve-cli
 SIEVE=target/release/sieve
 INDEX=.sieve/demo-index
 
-echo "== sieve index examples/data/corpus.parquet --out $INDEX"
-$SIEVE index examples/data/corpus.parquet --out "$INDEX"
+echo "== sieve index examples/sample/corpus.parquet --out $INDEX"
+$SIEVE index examples/sample/corpus.parquet --out "$INDEX"
 
 for query in "how do statins lower cholesterol" "why do coral reefs turn white" "Varroa mite"; do
     echo

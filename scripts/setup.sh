@@ -3,7 +3,7 @@
 # already done):
 #   - ONNX Runtime 1.31.1's shared library, from the PyPI wheel `onnxruntime`, under
 #     .sieve/onnxruntime/ (sieve finds it there; or set SIEVE_ORT_LIB to another copy).
-# The bi-encoder model ships in models/ and the sample corpus in examples/data/, so nothing else
+# The bi-encoder model ships in models/ and the sample corpus in examples/sample/, so nothing else
 # is fetched. Requires: python3 with pip, network access to PyPI on the first run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,6 @@ else
     test -f "$ORT_LIB" || { echo "setup: $ORT_LIB missing after install" >&2; exit 1; }
 fi
 
-for f in models/all-MiniLM-L6-v2/onnx/model_int8.onnx models/all-MiniLM-L6-v2/tokenizer.json examples/data/corpus.parquet; do
+for f in models/all-MiniLM-L6-v2/onnx/model_int8.onnx models/all-MiniLM-L6-v2/tokenizer.json examples/sample/corpus.parquet; do
     test -f "$f" || { echo "setup: $f is missing from the checkout" >&2; exit 1; }
 done

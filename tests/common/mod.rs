@@ -25,7 +25,7 @@ pub fn shared_dir() -> Option<PathBuf> {
 
 /// The bundled sample corpus.
 pub fn sample_corpus() -> PathBuf {
-    repo_root().join("examples/data/corpus.parquet")
+    repo_root().join("examples/sample/corpus.parquet")
 }
 
 /// The bundled bi-encoder.

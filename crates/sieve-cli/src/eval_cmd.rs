@@ -4,33 +4,59 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use sieve::{FusionSpec, Mode};
 use sieve_eval::{MetricSpec, Qrels, Run, evaluate};
 
 use crate::table::Table;
 
-/// Arguments of `sieve eval`.
+/// Arguments of `sieve eval`: either score run files (`--qrels` + `--run`) or evaluate the
+/// pipeline's stages on a BEIR-layout data set (`--dataset`).
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Relevance judgments: BEIR `qrels/<split>.tsv` (query-id, corpus-id, score) or TREC
-    /// (`qid 0 docid rel`) format, detected from the first line.
+    /// BEIR-layout data set directory (corpus.parquet, queries.jsonl, qrels/<split>.tsv).
+    #[arg(long, conflicts_with_all = ["qrels", "run"], required_unless_present = "qrels")]
+    dataset: Option<PathBuf>,
+    /// Split whose qrels are used (qrels/<split>.tsv).
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Stages to evaluate, comma separated: bm25, dense, hybrid.
+    #[arg(long, default_value = "bm25,dense,hybrid", value_delimiter = ',')]
+    stages: Vec<Mode>,
+    /// Fusion for the hybrid stage: rrf, rrf:K or weighted:W.
+    #[arg(long, default_value = "rrf")]
+    fusion: FusionSpec,
+    /// Candidates per retriever, and run depth.
+    #[arg(long, default_value_t = 100)]
+    depth: usize,
+    /// Where the data set's index is cached [default: .sieve/eval-cache/<dataset>].
     #[arg(long)]
-    qrels: PathBuf,
+    index_dir: Option<PathBuf>,
+    /// Bi-encoder model directory [default: the bundled one].
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Write a TREC run file per stage into this directory.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Evaluate only the first N judged queries (quick checks).
+    #[arg(long)]
+    max_queries: Option<usize>,
+    /// Relevance judgments to score runs against: BEIR tsv or TREC qrels (detected).
+    #[arg(long, requires = "run")]
+    qrels: Option<PathBuf>,
     /// TREC run files to score (`qid Q0 docid rank score tag`).
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, num_args = 1..)]
     run: Vec<PathBuf>,
     /// Metrics, comma separated.
-    #[arg(
-        long,
-        default_value = "ndcg@10,mrr@10,recall@100,map@100",
-        value_delimiter = ','
-    )]
+    #[arg(long, default_value = "ndcg@10,mrr@10,recall@100,map@100", value_delimiter = ',')]
     metrics: Vec<String>,
-    /// Lowest relevance grade counted as relevant by MRR, Recall and MAP (TREC DL uses 2).
-    #[arg(long, default_value_t = 1)]
-    relevance_threshold: i32,
-    /// Print JSON (means, per-query values) instead of a table.
+    /// Lowest grade counted as relevant by MRR, Recall and MAP [default: 2 for TREC DL data
+    /// sets, else 1].
     #[arg(long)]
-    json: bool,
+    relevance_threshold: Option<i32>,
+    /// JSON output: with --dataset, the report file [default: .sieve/eval/<dataset>-<split>.json,
+    /// plot beside it]; with --run, print JSON instead of a table.
+    #[arg(long, num_args = 0..=1, default_missing_value = "-")]
+    json: Option<PathBuf>,
 }
 
 fn load_qrels(path: &PathBuf) -> Result<Qrels> {
@@ -49,14 +75,40 @@ fn load_qrels(path: &PathBuf) -> Result<Qrels> {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let spec = MetricSpec::parse(&args.metrics)?.with_relevance_threshold(args.relevance_threshold);
-    let qrels = load_qrels(&args.qrels)?;
+    let is_trec_dl = args
+        .dataset
+        .as_deref()
+        .or(args.qrels.as_deref())
+        .is_some_and(|p| p.to_string_lossy().contains("trec-dl"));
+    let threshold = args
+        .relevance_threshold
+        .unwrap_or(if is_trec_dl { 2 } else { 1 });
+    let spec = MetricSpec::parse(&args.metrics)?.with_relevance_threshold(threshold);
+    if let Some(dataset) = args.dataset {
+        let json = args.json.filter(|p| p.as_os_str() != "-");
+        return crate::dataset_eval::run(crate::dataset_eval::DatasetEval {
+            dataset,
+            split: args.split,
+            stages: args.stages,
+            fusion: args.fusion,
+            depth: args.depth,
+            spec,
+            index_dir: args.index_dir,
+            model: args.model,
+            json,
+            run_dir: args.run_dir,
+            max_queries: args.max_queries,
+            quiet: false,
+        });
+    }
+    let qrels_path = args.qrels.context("--qrels is required with --run")?;
+    let qrels = load_qrels(&qrels_path)?;
     let mut reports = Vec::new();
     for path in &args.run {
         let run = Run::load_trec(path)?;
         reports.push((path.display().to_string(), evaluate(&qrels, &run, &spec)));
     }
-    if args.json {
+    if args.json.is_some() {
         let value: serde_json::Map<String, serde_json::Value> = reports
             .iter()
             .map(|(name, report)| Ok((name.clone(), serde_json::to_value(report)?)))

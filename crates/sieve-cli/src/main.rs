@@ -1,5 +1,6 @@
 //! `sieve`: index Parquet corpora and search them from the command line.
 
+mod dataset_eval;
 mod eval_cmd;
 mod index_cmd;
 mod paths;
@@ -23,7 +24,7 @@ enum Command {
     Index(index_cmd::IndexArgs),
     /// Search an index.
     Search(search_cmd::SearchArgs),
-    /// Score a TREC run file against qrels (trec_eval-compatible metrics).
+    /// Evaluate the pipeline's stages on a BEIR data set, or score TREC run files against qrels.
     Eval(eval_cmd::EvalArgs),
 }
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     /// The file could not be opened.
-    #[error("cannot open {}: {source}", path.display())]
+    #[error("cannot open {}", path.display())]
     Open {
         /// The file that could not be opened.
         path: PathBuf,
@@ -21,7 +21,7 @@ pub enum EvalError {
     },
 
     /// Reading a line failed (I/O error or invalid UTF-8).
-    #[error("{}:{line}: cannot read line: {source}", path.display())]
+    #[error("{}:{line}: cannot read line", path.display())]
     Read {
         /// The file being read.
         path: PathBuf,
@@ -44,7 +44,7 @@ pub enum EvalError {
     },
 
     /// A JSON Lines record is not valid JSON or lacks a required field.
-    #[error("{}:{line}: invalid JSON record: {source}", path.display())]
+    #[error("{}:{line}: invalid JSON record", path.display())]
     Json {
         /// The file being parsed.
         path: PathBuf,

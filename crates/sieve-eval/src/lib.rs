@@ -19,6 +19,7 @@ pub mod error;
 pub mod metrics;
 pub mod qrels;
 pub mod queries;
+pub mod plot;
 pub mod run;
 
 mod lines;
@@ -27,4 +28,5 @@ pub use error::EvalError;
 pub use metrics::{Metric, MetricKind, MetricSpec, Report, evaluate, trec_order};
 pub use qrels::Qrels;
 pub use queries::{load_beir_queries, parse_beir_queries};
+pub use plot::{PlotPoint, pareto_front, quality_cost_svg};
 pub use run::{Run, write_trec};

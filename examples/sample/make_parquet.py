@@ -7,7 +7,7 @@ directory and writes corpus.parquet next to it, with three utf8 columns
 
 Needs pyarrow, for example:
     python3 -m pip install --target /tmp/pa pyarrow
-    PYTHONPATH=/tmp/pa python3 examples/data/make_parquet.py
+    PYTHONPATH=/tmp/pa python3 examples/sample/make_parquet.py
 """
 import json
 from pathlib import Path
