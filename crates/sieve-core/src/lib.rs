@@ -2,14 +2,16 @@
 //!
 //! A search runs one or more first-stage [`Retriever`]s (BM25, dense, ...), each returning a
 //! [`RankedList`] of [`Candidate`]s, then a [`Fusion`] method merges those lists into one
-//! [`FusedList`]. Both are traits so that new retrievers and fusion methods plug in without
+//! [`FusedList`]; a [`Reranker`] can then reorder the top of it precisely. All are traits so that new retrievers and fusion methods plug in without
 //! touching the pipeline. Everything here is `Send + Sync` so a pipeline can be shared across
 //! threads and tokio tasks.
 
 pub mod fusion;
+pub mod rerank;
 mod types;
 
 pub use fusion::{Fusion, FusionSpec, Rrf, WeightedFusion};
+pub use rerank::{RerankDoc, RerankError, RerankOutput, RerankScore, RerankStats, Reranker, sigmoid};
 pub use types::{Candidate, FusedCandidate, FusedList, RankedList, StageScore};
 
 /// An error from a first-stage retriever.
