@@ -259,7 +259,7 @@ fn with_cuda(
 ) -> Result<ort::session::builder::SessionBuilder, BuildError> {
     use ort::ep::ExecutionProvider;
     let cuda = ort::ep::CUDA::default().with_device_id(device_id);
-    match cuda.is_available() {
+    match ort::ep::CUDA::is_available() {
         Ok(true) => {}
         Ok(false) => {
             return Err(BuildError::Cuda(

@@ -1,31 +1,10 @@
 //! The HNSW graph against brute force: recall@10 ≥ 0.95 on 12,000 clustered 384-d unit vectors
 //! with the default parameters, and the dump/reload round trip keeps results identical.
 
-use sieve_index::dense::{self, DenseIndex, HnswParams, exact_top_k};
+mod common;
 
-/// Deterministic clustered unit vectors (real embeddings cluster by topic).
-fn vectors(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut state = seed | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f32 / (1u64 << 52) as f32 * 2.0 - 1.0
-    };
-    let centres: Vec<Vec<f32>> = (0..clusters)
-        .map(|_| (0..dim).map(|_| next()).collect())
-        .collect();
-    (0..n)
-        .map(|i| {
-            let mut v: Vec<f32> = centres[i % clusters]
-                .iter()
-                .map(|c| c + 0.8 * next())
-                .collect();
-            sieve_embed::l2_normalise(&mut v);
-            v
-        })
-        .collect()
-}
+use common::clustered_unit_vectors as vectors;
+use sieve_index::dense::{self, DenseIndex, HnswParams, exact_top_k};
 
 #[test]
 fn recall_at_10_is_at_least_095_against_brute_force() {
