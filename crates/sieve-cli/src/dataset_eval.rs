@@ -12,7 +12,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use sieve::{FusionSpec, Mode, SearchRequest, Sieve};
-use sieve_eval::{Metric, MetricSpec, PlotPoint, Qrels, Run, evaluate, load_beir_queries, quality_cost_svg, write_trec};
+use sieve_eval::{
+    Metric, MetricSpec, PlotPoint, Qrels, Run, evaluate, load_beir_queries, quality_cost_svg,
+    write_trec,
+};
 use sieve_index::{BuildOptions, IndexBuilder, Manifest};
 
 use crate::progress::Bars;
@@ -81,7 +84,8 @@ struct CacheStamp {
 }
 
 fn stamp_for(corpus: &Path, embedder: &Path) -> Result<CacheStamp> {
-    let meta = std::fs::metadata(corpus).with_context(|| format!("cannot read {}", corpus.display()))?;
+    let meta =
+        std::fs::metadata(corpus).with_context(|| format!("cannot read {}", corpus.display()))?;
     let modified = meta
         .modified()
         .ok()
@@ -172,7 +176,11 @@ pub fn run(job: DatasetEval) -> Result<()> {
         queries.truncate(max);
     }
     if queries.is_empty() {
-        bail!("no query of {} has a relevance judgment in {}", job.dataset.display(), qrels_path.display());
+        bail!(
+            "no query of {} has a relevance judgment in {}",
+            job.dataset.display(),
+            qrels_path.display()
+        );
     }
 
     let bars = Bars::new(job.quiet);
@@ -218,8 +226,13 @@ pub fn run(job: DatasetEval) -> Result<()> {
         let run_file = match &job.run_dir {
             Some(dir) => {
                 let path = dir.join(format!("{name}-{}-{stage_name}.trec", job.split));
-                let file = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
-                write_trec(&run, &format!("sieve-{stage_name}"), std::io::BufWriter::new(file))?;
+                let file = std::fs::File::create(&path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                write_trec(
+                    &run,
+                    &format!("sieve-{stage_name}"),
+                    std::io::BufWriter::new(file),
+                )?;
                 Some(path)
             }
             None => None,
@@ -270,10 +283,17 @@ pub fn run(job: DatasetEval) -> Result<()> {
             })
         })
         .collect();
-    let title = format!("{name} {} ({} queries): {quality} vs cost", job.split, report.queries);
+    let title = format!(
+        "{name} {} ({} queries): {quality} vs cost",
+        job.split, report.queries
+    );
     std::fs::write(&svg_path, quality_cost_svg(&points, &title, &quality))
         .with_context(|| format!("cannot write {}", svg_path.display()))?;
-    println!("report: {}  plot: {}", json_path.display(), svg_path.display());
+    println!(
+        "report: {}  plot: {}",
+        json_path.display(),
+        svg_path.display()
+    );
     Ok(())
 }
 
@@ -285,7 +305,11 @@ fn print_table(report: &DatasetReport, spec: &MetricSpec) {
     let mut table = Table::new(&header);
     for stage in &report.stages {
         let mut row = vec![stage.stage.clone()];
-        row.extend(names.iter().map(|n| format!("{:.4}", stage.metrics.get(n).copied().unwrap_or(0.0))));
+        row.extend(
+            names
+                .iter()
+                .map(|n| format!("{:.4}", stage.metrics.get(n).copied().unwrap_or(0.0))),
+        );
         row.push(format!("{:.2}", stage.latency.p50_ms));
         row.push(format!("{:.2}", stage.latency.p95_ms));
         row.push(format!("{:.1}", stage.latency.queries_per_second));
@@ -293,7 +317,13 @@ fn print_table(report: &DatasetReport, spec: &MetricSpec) {
     }
     println!(
         "{} {} — {} queries, {} documents, depth {}, fusion {}, relevance ≥ {}",
-        report.dataset, report.split, report.queries, report.documents, report.depth, report.fusion, report.relevance_threshold
+        report.dataset,
+        report.split,
+        report.queries,
+        report.documents,
+        report.depth,
+        report.fusion,
+        report.relevance_threshold
     );
     print!("{}", table.render());
 }

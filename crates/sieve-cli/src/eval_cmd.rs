@@ -47,7 +47,11 @@ pub struct EvalArgs {
     #[arg(long, num_args = 1..)]
     run: Vec<PathBuf>,
     /// Metrics, comma separated.
-    #[arg(long, default_value = "ndcg@10,mrr@10,recall@100,map@100", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "ndcg@10,mrr@10,recall@100,map@100",
+        value_delimiter = ','
+    )]
     metrics: Vec<String>,
     /// Lowest grade counted as relevant by MRR, Recall and MAP [default: 2 for TREC DL data
     /// sets, else 1].

@@ -5,6 +5,8 @@ mod eval_cmd;
 mod index_cmd;
 mod paths;
 mod progress;
+mod rerank_cmd;
+mod rerank_opts;
 mod search_cmd;
 mod table;
 
@@ -22,8 +24,10 @@ struct Cli {
 enum Command {
     /// Build an index (BM25 + dense HNSW + document store) from Parquet files.
     Index(index_cmd::IndexArgs),
-    /// Search an index.
+    /// Search an index (optionally reranking the fused top with a cross-encoder).
     Search(search_cmd::SearchArgs),
+    /// Rerank given candidates (JSON lines) with a cross-encoder, without an index.
+    Rerank(rerank_cmd::RerankArgs),
     /// Evaluate the pipeline's stages on a BEIR data set, or score TREC run files against qrels.
     Eval(eval_cmd::EvalArgs),
 }
@@ -33,6 +37,7 @@ fn main() {
     let result = match cli.command {
         Command::Index(args) => index_cmd::run(args),
         Command::Search(args) => search_cmd::run(args),
+        Command::Rerank(args) => rerank_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
     };
     if let Err(error) = result {

@@ -17,6 +17,43 @@ pub fn embedder_model(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("SIEVE_MODEL_DIR") {
         return Ok(PathBuf::from(dir));
     }
+    if let Some(found) = bundled(sieve::DEFAULT_EMBEDDER) {
+        return Ok(found);
+    }
+    bail!(
+        "the bundled embedding model ({}) was not found beside the executable or in the current \
+         directory; pass --model DIR or set SIEVE_MODEL_DIR",
+        sieve::DEFAULT_EMBEDDER
+    )
+}
+
+/// The default reranker model directory, relative to the repository root.
+pub const DEFAULT_RERANKER: &str = "models/sieve-ce-minilm-l6-2dm";
+
+/// Resolves the cross-encoder model directory: the user's choice, else `$SIEVE_RERANKER_DIR`,
+/// else the bundled default.
+pub fn reranker_model(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = explicit {
+        if !path.exists() {
+            bail!("reranker model not found: {}", path.display());
+        }
+        return Ok(path.to_path_buf());
+    }
+    if let Some(dir) = std::env::var_os("SIEVE_RERANKER_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    bundled(DEFAULT_RERANKER).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no default reranker: {DEFAULT_RERANKER} is not in this checkout; pass --reranker DIR \
+             (a Hugging Face-layout cross-encoder ONNX export: model.onnx + tokenizer.json) or set \
+             SIEVE_RERANKER_DIR"
+        )
+    })
+}
+
+/// Finds `relative` (a path inside the repository) beside the executable or the current
+/// directory, or one of their ancestors (covers `target/release/sieve` in a checkout).
+fn bundled(relative: &str) -> Option<PathBuf> {
     let mut starts = Vec::new();
     if let Ok(exe) = std::env::current_exe()
         && let Some(dir) = exe.parent()
@@ -26,17 +63,9 @@ pub fn embedder_model(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Ok(cwd) = std::env::current_dir() {
         starts.push(cwd);
     }
-    for start in &starts {
-        for dir in start.ancestors() {
-            let candidate = dir.join(sieve::DEFAULT_EMBEDDER);
-            if candidate.is_dir() {
-                return Ok(candidate);
-            }
-        }
-    }
-    bail!(
-        "the bundled embedding model ({}) was not found beside the executable or in the current \
-         directory; pass --model DIR or set SIEVE_MODEL_DIR",
-        sieve::DEFAULT_EMBEDDER
-    )
+    starts
+        .iter()
+        .flat_map(|start| start.ancestors())
+        .map(|dir| dir.join(relative))
+        .find(|candidate| candidate.is_dir())
 }

@@ -11,7 +11,9 @@ pub mod rerank;
 mod types;
 
 pub use fusion::{Fusion, FusionSpec, Rrf, WeightedFusion};
-pub use rerank::{RerankDoc, RerankError, RerankOutput, RerankScore, RerankStats, Reranker, sigmoid};
+pub use rerank::{
+    RerankDoc, RerankError, RerankOutput, RerankScore, RerankStats, Reranker, sigmoid,
+};
 pub use types::{Candidate, FusedCandidate, FusedList, RankedList, StageScore};
 
 /// An error from a first-stage retriever.

@@ -17,16 +17,16 @@
 
 pub mod error;
 pub mod metrics;
+pub mod plot;
 pub mod qrels;
 pub mod queries;
-pub mod plot;
 pub mod run;
 
 mod lines;
 
 pub use error::EvalError;
 pub use metrics::{Metric, MetricKind, MetricSpec, Report, evaluate, trec_order};
+pub use plot::{PlotPoint, pareto_front, quality_cost_svg};
 pub use qrels::Qrels;
 pub use queries::{load_beir_queries, parse_beir_queries};
-pub use plot::{PlotPoint, pareto_front, quality_cost_svg};
 pub use run::{Run, write_trec};

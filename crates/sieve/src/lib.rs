@@ -20,12 +20,13 @@ mod pipeline;
 mod retrievers;
 
 pub use pipeline::{
-    FirstStage, Hit, Mode, OpenOptions, SearchRequest, SearchResponse, Sieve, SieveError, Timings,
+    FirstStage, Hit, Mode, OpenOptions, RerankReport, RerankSettings, SearchRequest,
+    SearchResponse, Sieve, SieveError, Timings,
 };
 pub use retrievers::{Bm25Retriever, DenseRetriever};
 pub use sieve_core::{
-    Candidate, FusedCandidate, Fusion, FusionSpec, RankedList, Retriever, Rrf, StageScore,
-    WeightedFusion,
+    Candidate, FusedCandidate, Fusion, FusionSpec, RankedList, RerankDoc, RerankError,
+    RerankOutput, RerankScore, RerankStats, Reranker, Retriever, Rrf, StageScore, WeightedFusion,
 };
 pub use sieve_index::SieveIndex;
 

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sieve_core::{
-    FusedCandidate, FusedList, FusionSpec, RankedList, RetrieveError, Retriever, StageScore,
+    FusedCandidate, FusedList, FusionSpec, RankedList, RerankDoc, RerankError, RerankScore,
+    RerankStats, Reranker, RetrieveError, Retriever, StageScore,
 };
 use sieve_embed::{BiEncoder, EmbedderConfig};
 use sieve_index::{IndexError, SieveIndex};
@@ -29,6 +30,15 @@ pub enum SieveError {
     /// The request is invalid (empty query, k = 0, ...).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The reranker failed. `fallback` is the same search answered in fused first-stage order,
+    /// so a caller can degrade gracefully instead of failing the search.
+    #[error("{error} (the fused first-stage order is available as a fallback)")]
+    Rerank {
+        /// What went wrong.
+        error: RerankError,
+        /// The search answered without reranking.
+        fallback: Box<SearchResponse>,
+    },
     /// The blocking task running a search panicked or was cancelled.
     #[error("search task failed: {0}")]
     Task(String),
@@ -87,6 +97,27 @@ pub struct SearchRequest {
     pub bm25_k: usize,
     /// Candidates taken from the dense retriever.
     pub dense_k: usize,
+    /// Rerank the top of the fused list, if set (needs a reranker attached to the engine).
+    #[serde(default)]
+    pub rerank: Option<RerankSettings>,
+}
+
+/// How the rerank stage runs for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RerankSettings {
+    /// How many fused candidates are reranked (the rerank window).
+    pub window: usize,
+    /// Drop reranked results whose calibrated score is below this.
+    pub min_score: Option<f32>,
+}
+
+impl Default for RerankSettings {
+    fn default() -> Self {
+        Self {
+            window: 100,
+            min_score: None,
+        }
+    }
 }
 
 impl SearchRequest {
@@ -99,6 +130,7 @@ impl SearchRequest {
             fusion: FusionSpec::default(),
             bm25_k: 100,
             dense_k: 100,
+            rerank: None,
         }
     }
 }
@@ -114,8 +146,10 @@ pub struct Timings {
     pub dense_ms: f64,
     /// Fusion.
     pub fusion_ms: f64,
-    /// Fetching the returned documents.
+    /// Fetching documents (the rerank window's, or the returned ones).
     pub fetch_ms: f64,
+    /// The rerank stage (tokenization + model), when it ran.
+    pub rerank_ms: f64,
     /// Everything, wall clock.
     pub total_ms: f64,
 }
@@ -127,12 +161,16 @@ pub struct Hit {
     pub rank: usize,
     /// The document's id.
     pub id: String,
-    /// Fused score (the stage's own score in single-retriever modes).
+    /// The final score: the reranker's raw score when reranked, else the fused score.
     pub score: f32,
+    /// Rank and score after fusion (the stage's own in single-retriever modes).
+    pub fused: StageScore,
     /// BM25 rank and score, if BM25 retrieved it.
     pub bm25: Option<StageScore>,
     /// Dense rank and cosine, if the dense retriever retrieved it.
     pub dense: Option<StageScore>,
+    /// The rerank score (raw, calibrated, windows), when the rerank stage scored it.
+    pub rerank: Option<RerankScore>,
     /// Title (may be empty).
     pub title: String,
     /// Body text.
@@ -152,8 +190,23 @@ pub struct SearchResponse {
     pub candidates: usize,
     /// Results, best first.
     pub hits: Vec<Hit>,
+    /// The reranker and what it did, when the rerank stage ran.
+    pub rerank: Option<RerankReport>,
     /// Time per stage.
     pub timings: Timings,
+}
+
+/// What the rerank stage did for one search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RerankReport {
+    /// The reranker's description.
+    pub model: String,
+    /// Candidates reranked.
+    pub window: usize,
+    /// Reranked candidates dropped by `min_score`.
+    pub below_min_score: usize,
+    /// Pairs, batches, tokens and time inside the reranker.
+    pub stats: RerankStats,
 }
 
 /// The first stage's full output, before the cut to `k`: what evaluation and reranking consume.
@@ -181,6 +234,7 @@ pub struct Sieve {
     index: Arc<SieveIndex>,
     bm25: Bm25Retriever,
     dense: DenseRetriever,
+    reranker: Option<Arc<dyn Reranker>>,
 }
 
 impl Sieve {
@@ -215,7 +269,19 @@ impl Sieve {
             bm25: Bm25Retriever::new(index.clone()),
             dense: DenseRetriever::new(index.clone(), encoder),
             index,
+            reranker: None,
         })
+    }
+
+    /// Attaches the reranker used by requests that ask for the rerank stage.
+    pub fn with_reranker(mut self, reranker: Arc<dyn Reranker>) -> Self {
+        self.reranker = Some(reranker);
+        self
+    }
+
+    /// The attached reranker, if any.
+    pub fn reranker(&self) -> Option<&Arc<dyn Reranker>> {
+        self.reranker.as_ref()
     }
 
     /// The opened index.
@@ -286,45 +352,203 @@ impl Sieve {
         })
     }
 
-    /// Searches: first stage, cut to `k`, fetch documents.
+    /// Searches: first stage, then (if asked) the rerank stage over the fused window, cut to
+    /// `k`, documents fetched.
+    ///
+    /// A reranker failure returns [`SieveError::Rerank`] carrying the fused-order answer.
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse, SieveError> {
         let started = Instant::now();
         if request.k == 0 {
             return Err(SieveError::InvalidRequest("k must be at least 1".into()));
         }
+        let reranker = match &request.rerank {
+            Some(settings) => {
+                if settings.window == 0 {
+                    return Err(SieveError::InvalidRequest(
+                        "the rerank window must be at least 1".into(),
+                    ));
+                }
+                Some(self.reranker.as_ref().ok_or_else(|| {
+                    SieveError::InvalidRequest(
+                        "reranking was requested but no reranker is attached".into(),
+                    )
+                })?)
+            }
+            None => None,
+        };
         let stage = self.first_stage(request)?;
-        let mut timings = stage.timings;
+        let mut response = SearchResponse {
+            query: request.query.clone(),
+            mode: request.mode,
+            fusion: (request.mode == Mode::Hybrid).then(|| request.fusion.build().describe()),
+            candidates: stage.fused.len(),
+            hits: Vec::new(),
+            rerank: None,
+            timings: stage.timings.clone(),
+        };
+        let (Some(reranker), Some(settings)) = (reranker, request.rerank) else {
+            let fetch_started = Instant::now();
+            response.hits = self.fused_hits(&stage, request.k)?;
+            response.timings.fetch_ms = fetch_started.elapsed().as_secs_f64() * 1e3;
+            response.timings.total_ms = started.elapsed().as_secs_f64() * 1e3;
+            return Ok(response);
+        };
+
+        let window = settings.window.min(stage.fused.len());
         let fetch_started = Instant::now();
-        let stage_of = |candidate: &FusedCandidate, name: &str| {
+        let docs = stage.fused[..window]
+            .iter()
+            .map(|c| self.index.docs.get(c.doc))
+            .collect::<Result<Vec<_>, _>>()?;
+        response.timings.fetch_ms = fetch_started.elapsed().as_secs_f64() * 1e3;
+        let rerank_docs: Vec<RerankDoc<'_>> = docs
+            .iter()
+            .map(|d| RerankDoc {
+                title: &d.title,
+                text: &d.text,
+            })
+            .collect();
+        let rerank_started = Instant::now();
+        let output = match reranker.rerank(&request.query, &rerank_docs) {
+            Ok(output) if output.scores.len() == window => output,
+            Ok(output) => {
+                return Err(self.rerank_failed(
+                    RerankError::Run(format!(
+                        "{} scores for {window} documents",
+                        output.scores.len()
+                    )),
+                    response,
+                    &stage,
+                    request.k,
+                    started,
+                ));
+            }
+            Err(error) => {
+                return Err(self.rerank_failed(error, response, &stage, request.k, started));
+            }
+        };
+        response.timings.rerank_ms = rerank_started.elapsed().as_secs_f64() * 1e3;
+
+        // Reranked window by raw score (ties keep the fused order), then the min-score filter.
+        let mut order: Vec<usize> = (0..window).collect();
+        order.sort_by(|&a, &b| {
+            output.scores[b]
+                .raw
+                .total_cmp(&output.scores[a].raw)
+                .then(a.cmp(&b))
+        });
+        let threshold = settings.min_score.unwrap_or(f32::NEG_INFINITY);
+        let passing: Vec<usize> = order
+            .into_iter()
+            .filter(|&i| output.scores[i].calibrated >= threshold)
+            .collect();
+        let below_min_score = window - passing.len();
+        for &i in passing.iter().take(request.k) {
+            let candidate = &stage.fused[i];
+            let doc = docs[i].clone();
+            let mut hit = self.hit(&stage, candidate, i, doc);
+            hit.rank = response.hits.len() + 1;
+            hit.score = output.scores[i].raw;
+            hit.rerank = Some(output.scores[i]);
+            response.hits.push(hit);
+        }
+        // Without a threshold, candidates beyond the window follow in fused order.
+        if settings.min_score.is_none() && response.hits.len() < request.k {
+            for (position, candidate) in stage
+                .fused
+                .iter()
+                .enumerate()
+                .skip(window)
+                .take(request.k - response.hits.len())
+            {
+                let mut hit = self.hit(
+                    &stage,
+                    candidate,
+                    position,
+                    self.index.docs.get(candidate.doc)?,
+                );
+                hit.rank = response.hits.len() + 1;
+                response.hits.push(hit);
+            }
+        }
+        response.rerank = Some(RerankReport {
+            model: reranker.describe(),
+            window,
+            below_min_score,
+            stats: output.stats,
+        });
+        response.timings.total_ms = started.elapsed().as_secs_f64() * 1e3;
+        Ok(response)
+    }
+
+    fn rerank_failed(
+        &self,
+        error: RerankError,
+        mut response: SearchResponse,
+        stage: &FirstStage,
+        k: usize,
+        started: Instant,
+    ) -> SieveError {
+        match self.fused_hits(stage, k) {
+            Ok(hits) => {
+                response.hits = hits;
+                response.timings.total_ms = started.elapsed().as_secs_f64() * 1e3;
+                SieveError::Rerank {
+                    error,
+                    fallback: Box::new(response),
+                }
+            }
+            Err(fetch_error) => fetch_error,
+        }
+    }
+
+    /// The top `k` of the fused list as hits.
+    fn fused_hits(&self, stage: &FirstStage, k: usize) -> Result<Vec<Hit>, SieveError> {
+        stage
+            .fused
+            .iter()
+            .take(k)
+            .enumerate()
+            .map(|(position, candidate)| {
+                Ok(self.hit(
+                    stage,
+                    candidate,
+                    position,
+                    self.index.docs.get(candidate.doc)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// A hit for the fused candidate at 0-based `position`, with its stage positions.
+    fn hit(
+        &self,
+        stage: &FirstStage,
+        candidate: &FusedCandidate,
+        position: usize,
+        doc: sieve_index::docstore::StoredDoc,
+    ) -> Hit {
+        let stage_of = |name: &str| {
             stage
                 .lists
                 .iter()
                 .position(|l| l.stage == name)
                 .and_then(|i| candidate.stages.get(i).copied().flatten())
         };
-        let mut hits = Vec::with_capacity(request.k.min(stage.fused.len()));
-        for (position, candidate) in stage.fused.iter().take(request.k).enumerate() {
-            let doc = self.index.docs.get(candidate.doc)?;
-            hits.push(Hit {
+        Hit {
+            rank: position + 1,
+            id: doc.id,
+            score: candidate.score,
+            fused: StageScore {
                 rank: position + 1,
-                id: doc.id,
                 score: candidate.score,
-                bm25: stage_of(candidate, "bm25"),
-                dense: stage_of(candidate, "dense"),
-                title: doc.title,
-                text: doc.text,
-            });
+            },
+            bm25: stage_of("bm25"),
+            dense: stage_of("dense"),
+            rerank: None,
+            title: doc.title,
+            text: doc.text,
         }
-        timings.fetch_ms = fetch_started.elapsed().as_secs_f64() * 1e3;
-        timings.total_ms = started.elapsed().as_secs_f64() * 1e3;
-        Ok(SearchResponse {
-            query: request.query.clone(),
-            mode: request.mode,
-            fusion: (request.mode == Mode::Hybrid).then(|| request.fusion.build().describe()),
-            candidates: stage.fused.len(),
-            hits,
-            timings,
-        })
     }
 
     /// [`search`](Self::search) on tokio's blocking pool, for async applications.

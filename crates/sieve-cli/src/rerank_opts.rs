@@ -1,0 +1,81 @@
+//! Command-line options shared by everything that loads a cross-encoder.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use sieve_rerank_onnx::{CrossEncoder, CrossEncoderConfig, Device, WindowAggregation};
+
+/// Where and how the cross-encoder runs.
+#[derive(Args, Clone)]
+pub struct RerankerArgs {
+    /// Cross-encoder model directory (HF layout: model.onnx or onnx/*.onnx + tokenizer.json)
+    /// [default: models/sieve-ce-minilm-l6-2dm].
+    #[arg(long, value_name = "DIR")]
+    pub reranker: Option<PathBuf>,
+    /// Where the reranker runs: cpu, cuda or cuda:N (needs a build with --features cuda and the
+    /// onnxruntime-gpu library; never falls back silently).
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// Longest query part of a pair, in tokens.
+    #[arg(long, default_value_t = 64)]
+    pub query_max_tokens: usize,
+    /// Longest pair in tokens [default: the model's, at most 512].
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Windows per long document (1 = plain truncation).
+    #[arg(long, default_value_t = 8)]
+    pub max_windows: usize,
+    /// Document score from its windows: max or mean-top2.
+    #[arg(long, default_value = "max")]
+    pub window_score: String,
+    /// Token budget per model call (rows × padded length).
+    #[arg(long, default_value_t = 8192)]
+    pub batch_tokens: usize,
+}
+
+/// `cpu`, `cuda` or `cuda:N`.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceArg(pub Device);
+
+impl FromStr for DeviceArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cpu" => Ok(DeviceArg(Device::Cpu)),
+            "cuda" => Ok(DeviceArg(Device::Cuda(0))),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(|n| DeviceArg(Device::Cuda(n)))
+                .ok_or_else(|| format!("unknown device `{other}` (expected cpu, cuda or cuda:N)")),
+        }
+    }
+}
+
+impl RerankerArgs {
+    /// Loads the cross-encoder these options describe.
+    pub fn load(&self) -> Result<Arc<CrossEncoder>> {
+        let dir = crate::paths::reranker_model(self.reranker.as_deref())?;
+        let aggregation = match self.window_score.as_str() {
+            "max" => WindowAggregation::Max,
+            "mean-top2" => WindowAggregation::MeanTop2,
+            other => anyhow::bail!("unknown --window-score `{other}` (expected max or mean-top2)"),
+        };
+        let mut config = CrossEncoderConfig {
+            query_max_tokens: self.query_max_tokens,
+            max_length: self.max_length,
+            max_windows: self.max_windows,
+            aggregation,
+            batch_tokens: self.batch_tokens,
+            ..CrossEncoderConfig::default()
+        };
+        config.session.device = self.device.0;
+        let encoder = CrossEncoder::open(&dir, config)
+            .with_context(|| format!("cannot load reranker {}", dir.display()))?;
+        Ok(Arc::new(encoder))
+    }
+}
