@@ -144,10 +144,19 @@ fn ensure_index(job: &DatasetEval, name: &str, bars: &Bars) -> Result<PathBuf> {
     // An index the user points at explicitly is reused if it was built from this corpus.
     if !cached && job.index_dir.is_some() {
         if let Ok(manifest) = Manifest::load(&index_dir) {
-            let sources: Vec<PathBuf> = manifest.source.files.iter().map(|f| f.path.clone()).collect();
+            let sources: Vec<PathBuf> = manifest
+                .source
+                .files
+                .iter()
+                .map(|f| f.path.clone())
+                .collect();
             if sources == [stamp.corpus.clone()] {
                 if !job.quiet {
-                    eprintln!("using index {} (built from {})", index_dir.display(), corpus.display());
+                    eprintln!(
+                        "using index {} (built from {})",
+                        index_dir.display(),
+                        corpus.display()
+                    );
                 }
                 return Ok(index_dir);
             }
