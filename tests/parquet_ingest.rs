@@ -37,7 +37,7 @@ fn null_id_is_rejected_naming_file_row_and_column() {
         ),
     ]);
     write_parquet(&file, &[batch], 100);
-    let err = read_all(&[file.clone()], &mapping()).unwrap_err();
+    let err = read_all(std::slice::from_ref(&file), &mapping()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, IndexError::BadValue { row: 1, .. }), "{msg}");
     assert!(
@@ -292,10 +292,14 @@ fn empty_files_are_skipped_but_an_empty_corpus_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty.parquet");
     write_parquet(&empty, &[docs_batch(0, 0)], 10);
-    assert!(read_all(&[empty.clone()], &mapping()).unwrap().is_empty());
+    assert!(
+        read_all(std::slice::from_ref(&empty), &mapping())
+            .unwrap()
+            .is_empty()
+    );
 
     let out = dir.path().join("idx");
-    let msg = build(&[empty.clone()], &out, mapping())
+    let msg = build(std::slice::from_ref(&empty), &out, mapping())
         .unwrap_err()
         .to_string();
     assert!(

@@ -142,31 +142,32 @@ fn ensure_index(job: &DatasetEval, name: &str, bars: &Bars) -> Result<PathBuf> {
             .and_then(|b| serde_json::from_slice::<CacheStamp>(&b).ok())
             .is_some_and(|s| s == stamp);
     // An index the user points at explicitly is reused if it was built from this corpus.
-    if !cached && job.index_dir.is_some() {
-        if let Ok(manifest) = Manifest::load(&index_dir) {
-            let sources: Vec<PathBuf> = manifest
-                .source
-                .files
-                .iter()
-                .map(|f| f.path.clone())
-                .collect();
-            if sources == [stamp.corpus.clone()] {
-                if !job.quiet {
-                    eprintln!(
-                        "using index {} (built from {})",
-                        index_dir.display(),
-                        corpus.display()
-                    );
-                }
-                return Ok(index_dir);
+    if !cached
+        && job.index_dir.is_some()
+        && let Ok(manifest) = Manifest::load(&index_dir)
+    {
+        let sources: Vec<PathBuf> = manifest
+            .source
+            .files
+            .iter()
+            .map(|f| f.path.clone())
+            .collect();
+        if sources == [stamp.corpus.clone()] {
+            if !job.quiet {
+                eprintln!(
+                    "using index {} (built from {})",
+                    index_dir.display(),
+                    corpus.display()
+                );
             }
-            bail!(
-                "{} holds an index of {:?}, not of {}; choose another --index-dir",
-                index_dir.display(),
-                sources,
-                corpus.display()
-            );
+            return Ok(index_dir);
         }
+        bail!(
+            "{} holds an index of {:?}, not of {}; choose another --index-dir",
+            index_dir.display(),
+            sources,
+            corpus.display()
+        );
     }
     if cached {
         if !job.quiet {
