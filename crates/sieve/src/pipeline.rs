@@ -248,10 +248,15 @@ impl Sieve {
     pub fn open_with(dir: &Path, options: OpenOptions) -> Result<Self, SieveError> {
         let index = Arc::new(SieveIndex::open(dir)?);
         let recorded = &index.manifest.models.embedder;
-        let model = options
-            .embedder_model
-            .clone()
-            .unwrap_or_else(|| recorded.path.clone());
+        // Queries must be embedded by the very graph that embedded the documents: use the ONNX
+        // file the manifest recorded, not whatever the model directory resolves to today.
+        let model = options.embedder_model.clone().unwrap_or_else(|| {
+            if recorded.onnx.is_file() {
+                recorded.onnx.clone()
+            } else {
+                recorded.path.clone()
+            }
+        });
         let config = options.embedder.clone().unwrap_or_else(|| EmbedderConfig {
             max_length: recorded.max_length,
             ..EmbedderConfig::default()
