@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --locked -p sieve-cli
-SIEVE=target/release/sieve
+SIEVE="${CARGO_TARGET_DIR:-target}/release/sieve"
 INDEX=.sieve/demo-index
 
 echo "== sieve index examples/sample/corpus.parquet --out $INDEX"
