@@ -3,32 +3,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 use common::*;
 use serde_json::Value;
-
-/// The sample corpus indexed once for all tests of this file.
-fn sample_index() -> &'static PathBuf {
-    static INDEX: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &INDEX
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let out = dir.path().join("idx");
-            let output = run_sieve(&[
-                "index",
-                sample_corpus().to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ]);
-            let (stdout, stderr) = texts(&output);
-            assert!(output.status.success(), "{stdout}\n{stderr}");
-            assert!(stdout.contains("indexed 120 documents"), "{stdout}");
-            (dir, out)
-        })
-        .1
-}
 
 fn search_json(args: &[&str]) -> Value {
     let index = sample_index().to_str().unwrap().to_string();

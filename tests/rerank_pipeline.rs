@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use common::*;
 use serde_json::Value;
@@ -17,25 +17,6 @@ use sieve::{
 /// The toy lexical cross-encoder generated for the plugin's tests (query-term overlap).
 fn toy_reranker() -> PathBuf {
     repo_root().join("plugins/sieve-rerank-onnx/tests/fixtures/lexical")
-}
-
-fn sample_index() -> &'static PathBuf {
-    static INDEX: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &INDEX
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let out = dir.path().join("idx");
-            let output = run_sieve(&[
-                "index",
-                sample_corpus().to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-                "--json",
-            ]);
-            assert!(output.status.success(), "{}", texts(&output).1);
-            (dir, out)
-        })
-        .1
 }
 
 fn rerank_json(extra: &[&str]) -> Value {

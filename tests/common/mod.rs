@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder, ListBuilder};
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
@@ -164,4 +164,26 @@ pub fn clustered_unit_vectors(n: usize, dim: usize, clusters: usize, seed: u64) 
             v
         })
         .collect()
+}
+
+/// The sample corpus indexed once per test binary with `sieve index` (the index lives as long
+/// as the process).
+pub fn sample_index() -> &'static PathBuf {
+    static INDEX: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &INDEX
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let out = dir.path().join("idx");
+            let output = run_sieve(&[
+                "index",
+                sample_corpus().to_str().expect("utf-8 path"),
+                "--out",
+                out.to_str().expect("utf-8 path"),
+            ]);
+            let (stdout, stderr) = texts(&output);
+            assert!(output.status.success(), "{stdout}\n{stderr}");
+            assert!(stdout.contains("indexed 120 documents"), "{stdout}");
+            (dir, out)
+        })
+        .1
 }

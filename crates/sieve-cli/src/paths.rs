@@ -8,23 +8,13 @@ use anyhow::{Result, bail};
 /// bundled `models/all-MiniLM-L6-v2` found beside the executable or the current directory (or
 /// one of their ancestors, which covers `target/release/sieve` in a checkout).
 pub fn embedder_model(explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(path) = explicit {
-        if !path.exists() {
-            bail!("model not found: {}", path.display());
-        }
-        return Ok(path.to_path_buf());
-    }
-    if let Some(dir) = std::env::var_os("SIEVE_MODEL_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    if let Some(found) = bundled(sieve::DEFAULT_EMBEDDER) {
-        return Ok(found);
-    }
-    bail!(
-        "the bundled embedding model ({}) was not found beside the executable or in the current \
-         directory; pass --model DIR or set SIEVE_MODEL_DIR",
-        sieve::DEFAULT_EMBEDDER
-    )
+    resolve(explicit, "SIEVE_MODEL_DIR", sieve::DEFAULT_EMBEDDER, "model")?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the bundled embedding model ({}) was not found beside the executable or in the current \
+             directory; pass --model DIR or set SIEVE_MODEL_DIR",
+            sieve::DEFAULT_EMBEDDER
+        )
+    })
 }
 
 /// The default reranker model directory, relative to the repository root.
@@ -33,22 +23,39 @@ pub const DEFAULT_RERANKER: &str = "models/sieve-ce-minilm-l6-2dm";
 /// Resolves the cross-encoder model directory: the user's choice, else `$SIEVE_RERANKER_DIR`,
 /// else the bundled default.
 pub fn reranker_model(explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(path) = explicit {
-        if !path.exists() {
-            bail!("reranker model not found: {}", path.display());
-        }
-        return Ok(path.to_path_buf());
-    }
-    if let Some(dir) = std::env::var_os("SIEVE_RERANKER_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    bundled(DEFAULT_RERANKER).ok_or_else(|| {
+    resolve(
+        explicit,
+        "SIEVE_RERANKER_DIR",
+        DEFAULT_RERANKER,
+        "reranker model",
+    )?
+    .ok_or_else(|| {
         anyhow::anyhow!(
             "no default reranker: {DEFAULT_RERANKER} is not in this checkout; pass --reranker DIR \
              (a Hugging Face-layout cross-encoder ONNX export: model.onnx + tokenizer.json) or set \
              SIEVE_RERANKER_DIR"
         )
     })
+}
+
+/// An explicit path (which must exist), else the environment variable, else the bundled
+/// directory; `None` when nothing was given and the bundled directory is absent.
+fn resolve(
+    explicit: Option<&Path>,
+    env_var: &str,
+    relative: &str,
+    what: &str,
+) -> Result<Option<PathBuf>> {
+    if let Some(path) = explicit {
+        if !path.exists() {
+            bail!("{what} not found: {}", path.display());
+        }
+        return Ok(Some(path.to_path_buf()));
+    }
+    if let Some(dir) = std::env::var_os(env_var) {
+        return Ok(Some(PathBuf::from(dir)));
+    }
+    Ok(bundled(relative))
 }
 
 /// Finds `relative` (a path inside the repository) beside the executable or the current
