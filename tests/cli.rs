@@ -308,3 +308,42 @@ fn eval_scores_trec_runs() {
     ]);
     assert!(msg.contains("run.trec:1"), "{msg}");
 }
+
+#[test]
+fn dataset_eval_scores_exactly_the_queries_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.json");
+    let runs = dir.path().join("runs");
+    let output = run_sieve(&[
+        "eval",
+        "--dataset",
+        repo_root().join("examples/sample").to_str().unwrap(),
+        "--index-dir",
+        sample_index().to_str().unwrap(),
+        "--max-queries",
+        "3",
+        "--json",
+        report_path.to_str().unwrap(),
+        "--run-dir",
+        runs.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = texts(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("hybrid"), "{stdout}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["queries"], 3);
+    for stage in report["stages"].as_array().unwrap() {
+        assert_eq!(
+            stage["queries"], 3,
+            "means are over the 3 queries run: {stage}"
+        );
+        let ndcg = stage["metrics"]["ndcg@10"].as_f64().unwrap();
+        assert!(ndcg > 0.5, "the sample's easy queries are found: {stage}");
+    }
+    assert!(report_path.with_extension("svg").is_file());
+    assert_eq!(
+        std::fs::read_dir(&runs).unwrap().count(),
+        3,
+        "one TREC run per stage"
+    );
+}

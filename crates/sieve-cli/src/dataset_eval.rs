@@ -203,6 +203,16 @@ pub fn run(job: DatasetEval) -> Result<()> {
     if let Some(max) = job.max_queries {
         queries.truncate(max);
     }
+    // Score exactly the queries that are run: a subset must not be averaged over the whole split.
+    let qrels: Qrels = queries
+        .iter()
+        .filter_map(|(id, _)| qrels.get(id).map(|judged| (id, judged)))
+        .flat_map(|(id, judged)| {
+            judged
+                .iter()
+                .map(move |(doc, &rel)| (id.clone(), doc.clone(), rel))
+        })
+        .collect();
     if queries.is_empty() {
         bail!(
             "no query of {} has a relevance judgment in {}",
