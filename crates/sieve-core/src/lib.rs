@@ -12,7 +12,8 @@ mod types;
 
 pub use fusion::{Fusion, FusionSpec, Rrf, WeightedFusion};
 pub use rerank::{
-    RerankDoc, RerankError, RerankOutput, RerankScore, RerankStats, Reranker, sigmoid,
+    Budget, CascadeStep, ExitScore, ExitTrace, RerankDoc, RerankError, RerankOutput, RerankScore,
+    RerankStats, Reranker, SegmentTiming, sigmoid,
 };
 pub use types::{Candidate, FusedCandidate, FusedList, RankedList, StageScore};
 
