@@ -1,46 +1,65 @@
 //! The ONNX cross-encoder rerank backend of sieve.
 //!
-//! [`CrossEncoder`] drives any Hugging Face-layout cross-encoder export through ONNX Runtime and
-//! implements [`sieve_core::Reranker`]:
+//! [`CrossEncoder`] drives cross-encoders through ONNX Runtime and implements
+//! [`sieve_core::Reranker`]. [`CrossEncoder::open`] is the one entry point for any model
+//! directory: one with a [`MANIFEST_FILE`] is a segmented 2D-Matryoshka model (see below), any
+//! other a single-graph Hugging Face export.
 //!
-//! * **Model directory**: `model.onnx` or `onnx/model*.onnx` (or an `.onnx` file given directly),
-//!   `tokenizer.json` beside it (or, for a file inside `onnx/`, in the folder above), optionally
-//!   `config.json` (for `max_position_embeddings`) and [`CALIBRATION_FILE`]. The graph's inputs are
-//!   discovered by name: `input_ids` and `attention_mask` (required) and `token_type_ids`
-//!   (optional), int64 or int32; no other input is allowed. The output is `logits` (or the only
-//!   output) of shape `[batch, 1]` (a relevance logit) or `[batch, 2]` (two classes, the second
-//!   meaning relevant). Anything else is refused at [`CrossEncoder::open`] with a
-//!   [`RerankError::Load`] naming the file and the problem.
+//! * **Single-graph model directory**: `model.onnx` or `onnx/model*.onnx` (or an `.onnx` file
+//!   given directly), `tokenizer.json` beside it (or, for a file inside `onnx/`, in the folder
+//!   above), optionally `config.json` (for `max_position_embeddings`) and [`CALIBRATION_FILE`]. The
+//!   graph's inputs are discovered by name: `input_ids` and `attention_mask` (required) and
+//!   `token_type_ids` (optional), int64 or int32; no other input is allowed. The output is
+//!   `logits` (or the only output) of shape `[batch, 1]` (a relevance logit) or `[batch, 2]` (two
+//!   classes, the second meaning relevant). Anything else is refused at [`CrossEncoder::open`]
+//!   with a [`RerankError::Load`] naming the file and the problem.
+//! * **Segmented (Matryoshka) model directory**: [`MANIFEST_FILE`], `tokenizer.json` and one ONNX
+//!   graph per segment (int8 or fp32, see [`Precision`]); scoring at an exit runs only the
+//!   segments up to it, and [`sieve_core::Budget`]s choose exits and cascades per call
+//!   ([`Reranker::rerank_budgeted`]). Maximum length, query cap and per-head calibration come from
+//!   the manifest. The order of a cascade's output is given by [`cascade_order`]. With a measured
+//!   [`CostTable`] ([`COST_FILE`], see [`CrossEncoder::measure_costs`]), latency budgets pick the
+//!   deepest plan predicted to fit.
 //! * **Pairs** are encoded as the tokenizer's pair template gives them (`[CLS] query [SEP] doc
 //!   [SEP]` with token types 0/1 for BERT), but truncation is done here, on token ids: the query is
-//!   cut to [`CrossEncoderConfig::query_max_tokens`], the document gets the rest of `max_length`.
+//!   cut to [`CrossEncoderConfig::query_max_tokens`] (a Matryoshka model: its manifest's
+//!   `query_cap`), the document gets the rest of `max_length`.
 //! * **Long documents** are split into overlapping windows ([`plan_windows`]); the document's
 //!   score is the best window's ([`WindowAggregation`]).
 //! * **Throughput**: every (query, window) pair of a call is sorted by length and packed into
-//!   batches by a token budget; the session is built once (graph optimisation level 3, one
-//!   intra-op thread per core) and shared behind a mutex, since running it needs `&mut`.
+//!   batches by a token budget; sessions are built once (graph optimisation level 3, one
+//!   intra-op thread per core) and shared behind a mutex, since running one needs `&mut`.
 //! * **Scores**: `raw` is the logit (for two classes, `logit[1] - logit[0]`, so that
 //!   `sigmoid(raw)` is the softmax probability of the relevant class); `calibrated` is
-//!   `sigmoid(raw)`, or `sigmoid(raw / T + b)` when the model directory has a calibration file.
+//!   `sigmoid(raw)`, or `sigmoid(raw / T + b)` when the model has a calibration (a calibration
+//!   file, or per head in a Matryoshka manifest).
 
+mod cost;
+mod encode;
+mod io;
+mod matryoshka;
+mod single;
 mod windows;
 
-use std::borrow::Cow;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Instant;
 
-use ort::session::{Session, SessionInputValue};
-use ort::value::{Tensor, TensorElementType};
 use serde::{Deserialize, Serialize};
 use sieve_core::{
-    RerankDoc, RerankError, RerankOutput, RerankScore, RerankStats, Reranker, sigmoid,
+    Budget, RerankDoc, RerankError, RerankOutput, RerankScore, RerankStats, Reranker, sigmoid,
 };
 pub use sieve_onnx::{Device, SessionOptions};
-use tokenizers::{Encoding, PostProcessor, Token, Tokenizer};
 
+pub use cost::{COST_FILE, COST_FORMAT, CostOptions, CostTable, SegmentCost};
+pub use matryoshka::{
+    MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ManifestBlend, ManifestCalibration, ManifestExit,
+    ManifestFull, ManifestSegment, Plan, PlanStep, cascade_order, head_name,
+};
 pub use windows::{WindowAggregation, plan_windows};
+
+use encode::{PairEncoder, check_room, load_pair_tokenizer};
+use matryoshka::Matryoshka;
+use single::SingleGraph;
 
 /// The longest sequence used when the model does not say otherwise, and the cap on what
 /// `config.json` may ask for (BERT-family position tables hold 512 positions).
@@ -49,16 +68,31 @@ pub const DEFAULT_MAX_LENGTH: usize = 512;
 /// The optional calibration file of a model directory: `{"temperature": T, "bias": b}`.
 pub const CALIBRATION_FILE: &str = "sieve_calibration.json";
 
+/// Which graphs of a segmented (Matryoshka) model to load; single-graph models load the file they
+/// are given. When the preferred file of a segment is missing, the other precision's is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Int8 graphs on the CPU (faster there), fp32 graphs on CUDA (default).
+    #[default]
+    Auto,
+    /// The int8 graphs (`file_int8` in the manifest).
+    Int8,
+    /// The fp32 graphs (`file` in the manifest).
+    Fp32,
+}
+
 /// How to load and run a [`CrossEncoder`].
 #[derive(Debug, Clone)]
 pub struct CrossEncoderConfig {
     /// Longest (query, window) sequence in tokens, special tokens included. `None` (default):
     /// the model directory's `config.json` `max_position_embeddings` (less the two positions
     /// RoBERTa-family models reserve), capped at [`DEFAULT_MAX_LENGTH`]; without a
-    /// `config.json`, [`DEFAULT_MAX_LENGTH`].
+    /// `config.json`, [`DEFAULT_MAX_LENGTH`]. For a Matryoshka model, the manifest's
+    /// `max_length`, which a value given here can only lower.
     pub max_length: Option<usize>,
     /// The query is cut to this many tokens (special tokens not counted) before the document gets
-    /// the rest of `max_length`. Default 64: queries are short, documents need the room.
+    /// the rest of `max_length`. Default 64: queries are short, documents need the room. Not used
+    /// by Matryoshka models, whose manifest's `query_cap` is what they were trained with.
     pub query_max_tokens: usize,
     /// Distance in tokens between the starts of consecutive windows of a long document. `None`
     /// (default): half the document budget, so windows overlap by half and any passage up to
@@ -75,6 +109,8 @@ pub struct CrossEncoderConfig {
     pub max_batch: usize,
     /// Session settings: threads (default: every core) and device (default: CPU).
     pub session: SessionOptions,
+    /// Int8 or fp32 graphs for Matryoshka models (default: int8 on CPU, fp32 on CUDA).
+    pub precision: Precision,
 }
 
 impl Default for CrossEncoderConfig {
@@ -88,14 +124,16 @@ impl Default for CrossEncoderConfig {
             batch_tokens: 8192,
             max_batch: 64,
             session: SessionOptions::default(),
+            precision: Precision::Auto,
         }
     }
 }
 
-/// A score calibration fitted for a model, read from [`CALIBRATION_FILE`] in its directory:
-/// `calibrated = sigmoid(raw / temperature + bias)` (temperature scaling plus a shift, the
-/// Platt-style correction that makes `calibrated` track the probability of relevance, so that
-/// thresholds such as `--min-score` mean the same thing across models).
+/// A score calibration fitted for a model, read from [`CALIBRATION_FILE`] in its directory (or,
+/// per head, from a Matryoshka manifest): `calibrated = sigmoid(raw / temperature + bias)`
+/// (temperature scaling plus a shift, the Platt-style correction that makes `calibrated` track
+/// the probability of relevance, so that thresholds such as `--min-score` mean the same thing
+/// across models).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
     /// Divides the raw logit; must be finite and positive. Default 1.
@@ -116,6 +154,20 @@ impl Calibration {
         sigmoid(raw / self.temperature + self.bias)
     }
 
+    /// Checks that the temperature is finite and positive and the bias finite.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(format!(
+                "temperature must be finite and positive, got {}",
+                self.temperature
+            ));
+        }
+        if !self.bias.is_finite() {
+            return Err(format!("bias must be finite, got {}", self.bias));
+        }
+        Ok(())
+    }
+
     /// Reads `dir/sieve_calibration.json` if it exists. A file that exists but is not a valid
     /// calibration is an error rather than silently ignored (scores would change meaning).
     pub fn from_dir(dir: &Path) -> Result<Option<Self>, RerankError> {
@@ -123,22 +175,7 @@ impl Calibration {
         if !path.exists() {
             return Ok(None);
         }
-        let err = |message: String| load_err(format!("calibration {}: {message}", path.display()));
-        let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
-        let calibration: Self = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
-        if !(calibration.temperature.is_finite() && calibration.temperature > 0.0) {
-            return Err(err(format!(
-                "temperature must be finite and positive, got {}",
-                calibration.temperature
-            )));
-        }
-        if !calibration.bias.is_finite() {
-            return Err(err(format!(
-                "bias must be finite, got {}",
-                calibration.bias
-            )));
-        }
-        Ok(Some(calibration))
+        read_json(&path, "calibration", Self::check).map(Some)
     }
 }
 
@@ -153,48 +190,20 @@ pub struct EncodedWindow {
     pub doc_tokens: Range<usize>,
 }
 
-/// Integer element type of an id input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum IdType {
-    I64,
-    I32,
+/// The model behind a [`CrossEncoder`].
+enum Engine {
+    Single {
+        graph: Box<SingleGraph>,
+        calibration: Option<Calibration>,
+    },
+    Matryoshka(Box<Matryoshka>),
 }
 
-#[derive(Debug, Clone)]
-struct IdInput {
-    name: String,
-    ty: IdType,
-}
-
-/// What the graph takes and gives, discovered from the session.
-#[derive(Debug, Clone)]
-struct GraphIo {
-    input_ids: IdInput,
-    attention_mask: IdInput,
-    token_type_ids: Option<IdInput>,
-    output: String,
-    /// 1 or 2 once known; `None` while the graph leaves the class dimension symbolic.
-    classes: Option<usize>,
-}
-
-/// A (query, window) pair waiting for the model.
-struct Pair {
-    doc: usize,
-    ids: Vec<u32>,
-    type_ids: Vec<u32>,
-}
-
-/// A loaded cross-encoder; `Send + Sync`, so one instance can serve many threads (model calls
-/// are serialised on the session, tokenization is not).
+/// A loaded cross-encoder, single-graph or segmented; `Send + Sync`, so one instance can serve
+/// many threads (model calls are serialised on each session, tokenization is not).
 pub struct CrossEncoder {
-    session: Mutex<Session>,
-    tokenizer: Tokenizer,
-    io: GraphIo,
-    classes: usize,
-    pad_id: u32,
-    pair_special_tokens: usize,
-    max_length: usize,
-    calibration: Option<Calibration>,
+    encoder: PairEncoder,
+    engine: Engine,
     config: CrossEncoderConfig,
     model_dir: PathBuf,
     model_path: PathBuf,
@@ -206,8 +215,9 @@ impl std::fmt::Debug for CrossEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CrossEncoder")
             .field("model", &self.model_path)
-            .field("classes", &self.classes)
-            .field("max_length", &self.max_length)
+            .field("matryoshka", &self.is_matryoshka())
+            .field("classes", &self.logit_classes())
+            .field("max_length", &self.encoder.max_length)
             .field("device", &self.device)
             .finish()
     }
@@ -221,6 +231,20 @@ fn run_err(message: impl Into<String>) -> RerankError {
     RerankError::Run(message.into())
 }
 
+/// Reads a JSON file of the model directory and checks it; errors are [`RerankError::Load`]s
+/// naming `what` and the file.
+fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+    check: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<T, RerankError> {
+    let err = |message: String| load_err(format!("{what} {}: {message}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let value: T = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    check(&value).map_err(err)?;
+    Ok(value)
+}
+
 /// `cpu` or `cuda:N`, as shown in stats and descriptions.
 pub fn device_name(device: Device) -> String {
     match device {
@@ -231,8 +255,14 @@ pub fn device_name(device: Device) -> String {
 
 impl CrossEncoder {
     /// Loads a cross-encoder from a model directory (or an `.onnx` file with its tokenizer beside
-    /// it, or in the folder above `onnx/`), checks that its graph can be driven, and runs it once
-    /// on a probe pair so that a model that loads but cannot run fails here, not mid-search.
+    /// it, or in the folder above `onnx/`), checks that its graphs can be driven, and runs them
+    /// once on a probe pair so that a model that loads but cannot run fails here, not mid-search.
+    ///
+    /// A directory holding a [`MANIFEST_FILE`] (or that file itself) is opened as a segmented
+    /// Matryoshka model: every segment's session is built once, for the configured
+    /// [`Precision`]; the manifest's `max_length`, `query_cap` and per-head calibration apply, and
+    /// a [`COST_FILE`] beside it is read for latency budgets (a broken one only makes latency
+    /// budgets fail, saying why).
     pub fn open(path: &Path, config: CrossEncoderConfig) -> Result<Self, RerankError> {
         validate_config(&config)?;
         if !path.exists() {
@@ -240,6 +270,9 @@ impl CrossEncoder {
                 "model path {} does not exist",
                 path.display()
             )));
+        }
+        if let Some(manifest_path) = matryoshka::manifest_in(path) {
+            return Self::open_matryoshka(&manifest_path, config);
         }
         let model_path = sieve_embed::find_onnx_model(path).map_err(|e| load_err(e.to_string()))?;
         let model_dir = model_directory(path, &model_path);
@@ -251,51 +284,26 @@ impl CrossEncoder {
                 model_path.display()
             )));
         }
-        // load_tokenizer switches padding off; truncation is done here on token ids, so it is
-        // switched off too.
-        let mut tokenizer = sieve_embed::load_tokenizer(&tokenizer_path, DEFAULT_MAX_LENGTH)
-            .map_err(|e| load_err(e.to_string()))?;
-        tokenizer.with_truncation(None).map_err(|e| {
-            load_err(format!(
-                "tokenizer {}: cannot disable truncation: {e}",
-                tokenizer_path.display()
-            ))
-        })?;
-        let pair_special_tokens = tokenizer
-            .get_post_processor()
-            .map_or(0, |p| p.added_tokens(true));
-        // Padding is masked out by attention_mask; the pad id only matters to graphs that look
-        // at ids without the mask, so use the tokenizer's own pad token where it has one.
-        let pad_id = ["[PAD]", "<pad>"]
-            .iter()
-            .find_map(|t| tokenizer.token_to_id(t))
-            .unwrap_or(0);
-
+        let (tokenizer, pair_special_tokens, pad_id) = load_pair_tokenizer(&tokenizer_path)?;
         let max_length = resolve_max_length(config.max_length, &model_dir)?;
-        if max_length <= pair_special_tokens + config.query_max_tokens {
-            return Err(load_err(format!(
-                "max_length {max_length} leaves no room for the document ({pair_special_tokens} \
-                 special tokens + up to {} query tokens)",
-                config.query_max_tokens
-            )));
-        }
+        check_room(max_length, pair_special_tokens, config.query_max_tokens)?;
         let calibration = Calibration::from_dir(&model_dir)?;
-
-        let mut session = sieve_onnx::load_session(&model_path, &config.session)
-            .map_err(|e| load_err(e.to_string()))?;
-        let mut io = inspect_graph(&session, &model_path)?;
-        let classes = probe(&mut session, &io, &tokenizer, pad_id, &model_path)?;
-        io.classes = Some(classes);
-
-        Ok(Self {
-            session: Mutex::new(session),
+        let encoder = PairEncoder {
             tokenizer,
-            io,
-            classes,
             pad_id,
             pair_special_tokens,
             max_length,
-            calibration,
+            query_max_tokens: config.query_max_tokens,
+            window_stride: config.window_stride,
+            max_windows: config.max_windows,
+        };
+        let graph = SingleGraph::load(&model_path, &encoder, &config.session)?;
+        Ok(Self {
+            encoder,
+            engine: Engine::Single {
+                graph: Box::new(graph),
+                calibration,
+            },
             device: device_name(config.session.device),
             config,
             model_dir,
@@ -304,7 +312,51 @@ impl CrossEncoder {
         })
     }
 
-    /// The ONNX file that was loaded.
+    fn open_matryoshka(
+        manifest_path: &Path,
+        config: CrossEncoderConfig,
+    ) -> Result<Self, RerankError> {
+        let model_dir = manifest_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let manifest = Manifest::read(manifest_path)?;
+        let tokenizer_path = model_dir.join("tokenizer.json");
+        if !tokenizer_path.is_file() {
+            return Err(load_err(format!(
+                "no tokenizer.json in {} (the Matryoshka model {} needs its tokenizer beside it)",
+                model_dir.display(),
+                manifest_path.display()
+            )));
+        }
+        let (tokenizer, pair_special_tokens, pad_id) = load_pair_tokenizer(&tokenizer_path)?;
+        let max_length = config
+            .max_length
+            .map_or(manifest.max_length, |n| n.min(manifest.max_length));
+        check_room(max_length, pair_special_tokens, manifest.query_cap)?;
+        let encoder = PairEncoder {
+            tokenizer,
+            pad_id,
+            pair_special_tokens,
+            max_length,
+            query_max_tokens: manifest.query_cap,
+            window_stride: config.window_stride,
+            max_windows: config.max_windows,
+        };
+        let model = Matryoshka::load(manifest, manifest_path, &model_dir, &encoder, &config)?;
+        Ok(Self {
+            encoder,
+            engine: Engine::Matryoshka(Box::new(model)),
+            device: device_name(config.session.device),
+            config,
+            model_dir,
+            model_path: manifest_path.to_path_buf(),
+            tokenizer_path,
+        })
+    }
+
+    /// The ONNX file that was loaded; for a Matryoshka model, its [`MANIFEST_FILE`].
     pub fn model_path(&self) -> &Path {
         &self.model_path
     }
@@ -323,27 +375,43 @@ impl CrossEncoder {
 
     /// The longest (query, window) sequence fed to the model, special tokens included.
     pub fn max_length(&self) -> usize {
-        self.max_length
+        self.encoder.max_length
+    }
+
+    /// The most query tokens a pair holds (the configuration's, or a Matryoshka manifest's).
+    pub fn query_max_tokens(&self) -> usize {
+        self.encoder.query_max_tokens
     }
 
     /// Special tokens the pair template adds (3 for BERT's `[CLS] a [SEP] b [SEP]`).
     pub fn pair_special_tokens(&self) -> usize {
-        self.pair_special_tokens
+        self.encoder.pair_special_tokens
     }
 
-    /// 1 for a `[batch, 1]` logit output, 2 for `[batch, 2]` class logits.
+    /// 1 for a `[batch, 1]` logit output, 2 for `[batch, 2]` class logits (1 for Matryoshka
+    /// models: one logit per head).
     pub fn logit_classes(&self) -> usize {
-        self.classes
+        match &self.engine {
+            Engine::Single { graph, .. } => graph.classes(),
+            Engine::Matryoshka(_) => 1,
+        }
     }
 
-    /// Whether the graph takes `token_type_ids`.
+    /// Whether the graph (the first segment of a Matryoshka model) takes `token_type_ids`.
     pub fn uses_token_type_ids(&self) -> bool {
-        self.io.token_type_ids.is_some()
+        match &self.engine {
+            Engine::Single { graph, .. } => graph.uses_token_type_ids(),
+            Engine::Matryoshka(m) => m.uses_token_type_ids(),
+        }
     }
 
-    /// The calibration read from the model directory, if any.
+    /// The calibration read from the model directory, if any (`None` for Matryoshka models, see
+    /// [`head_calibration`](Self::head_calibration)).
     pub fn calibration(&self) -> Option<Calibration> {
-        self.calibration
+        match &self.engine {
+            Engine::Single { calibration, .. } => *calibration,
+            Engine::Matryoshka(_) => None,
+        }
     }
 
     /// The configuration the model runs with (`max_length` as given, see
@@ -357,6 +425,116 @@ impl CrossEncoder {
         &self.device
     }
 
+    /// Whether this is a segmented Matryoshka model.
+    pub fn is_matryoshka(&self) -> bool {
+        matches!(self.engine, Engine::Matryoshka(_))
+    }
+
+    /// The Matryoshka manifest, if this is one.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.matryoshka().ok().map(|m| &m.manifest)
+    }
+
+    /// The segment files loaded (Matryoshka models; empty otherwise), in order.
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.matryoshka()
+            .map(|m| m.segments.iter().map(|s| s.path.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// `int8`, `fp32` or `mixed` (segments of both) for a Matryoshka model; `None` otherwise.
+    pub fn precision(&self) -> Option<&str> {
+        self.matryoshka().ok().map(|m| m.precision.as_str())
+    }
+
+    /// The named profiles and the plans they resolve to (empty for single-graph models).
+    pub fn profiles(&self) -> Vec<(String, Plan)> {
+        self.matryoshka()
+            .map(|m| {
+                m.profiles
+                    .iter()
+                    .map(|(k, p)| (k.clone(), p.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The calibration of the head at `layer`, `width` (Matryoshka models), if the manifest has
+    /// one; scores of a head without one are `sigmoid(raw)`.
+    pub fn head_calibration(&self, layer: u32, width: u32) -> Option<Calibration> {
+        self.matryoshka()
+            .ok()
+            .and_then(|m| m.head_calibration(layer, width))
+    }
+
+    /// The concrete plan a budget runs (any budget but [`Budget::LatencyMs`], which depends on
+    /// the documents). Errors ([`RerankError::Invalid`]) for unknown profiles, exits and widths
+    /// name what is available; single-graph models have no plans.
+    pub fn resolve_budget(&self, budget: &Budget) -> Result<Plan, RerankError> {
+        self.matryoshka()?.resolve(budget)
+    }
+
+    /// The token lengths of each document's windows for `query` (documents in input order), as
+    /// [`CostTable::predict_ms`] takes them.
+    pub fn window_lengths(
+        &self,
+        query: &str,
+        docs: &[RerankDoc<'_>],
+    ) -> Result<Vec<Vec<usize>>, RerankError> {
+        let query_tokens = self.encoder.query_tokens(query)?;
+        let encoded = self.encoder.encode_docs(&query_tokens, docs)?;
+        Ok(matryoshka::window_lengths(&encoded))
+    }
+
+    /// The cost table latency budgets use: the one read from [`COST_FILE`] at load time or set
+    /// with [`set_cost_table`](Self::set_cost_table). `Ok(None)` when there is none; an error
+    /// when the file was there but unusable (or for single-graph models).
+    pub fn cost_table(&self) -> Result<Option<CostTable>, RerankError> {
+        let m = self.matryoshka()?;
+        let guard = m
+            .cost
+            .read()
+            .map_err(|_| run_err("cost table lock poisoned"))?;
+        guard.clone().map_err(RerankError::Invalid)
+    }
+
+    /// Replaces the cost table latency budgets use (in memory; save it with
+    /// [`CostTable::save`] to keep it). Refuses a table whose segments are not this model's.
+    pub fn set_cost_table(&self, table: Option<CostTable>) -> Result<(), RerankError> {
+        let m = self.matryoshka()?;
+        if let Some(t) = &table {
+            m.check_cost_table(t).map_err(RerankError::Invalid)?;
+        }
+        *m.cost
+            .write()
+            .map_err(|_| run_err("cost table lock poisoned"))? = Ok(table);
+        Ok(())
+    }
+
+    /// Measures this model's [`CostTable`] on this machine with the configured threads, device,
+    /// precision and batch budget: pairs are built from `query` and the sample `docs` (whose
+    /// tokens are cycled to fill each length bucket), each bucket's full batch runs through every
+    /// segment `options.warmup` times untimed and `options.repetitions` times timed, and the
+    /// median time per pair is kept. The caller saves it ([`CostTable::save`] to
+    /// `model_dir/`[`COST_FILE`]) and may install it with [`set_cost_table`](Self::set_cost_table).
+    pub fn measure_costs(
+        &self,
+        query: &str,
+        docs: &[RerankDoc<'_>],
+        options: &CostOptions,
+    ) -> Result<CostTable, RerankError> {
+        let m = self.matryoshka()?;
+        cost::measure(
+            m,
+            &self.encoder,
+            &self.config,
+            &self.device,
+            query,
+            docs,
+            options,
+        )
+    }
+
     /// The sequences a document is scored through for `query`: one per window, exactly as they
     /// are fed to the model (without padding). For inspection (`--explain`) and tests.
     pub fn encode_windows(
@@ -364,200 +542,131 @@ impl CrossEncoder {
         query: &str,
         doc: RerankDoc<'_>,
     ) -> Result<Vec<EncodedWindow>, RerankError> {
-        let query_tokens = self.query_tokens(query)?;
-        let encoding = self
-            .tokenizer
-            .encode(doc_text(&doc).as_ref(), false)
-            .map_err(|e| run_err(format!("tokenizing the document failed: {e}")))?;
-        self.window_ranges(encoding.len(), query_tokens.len())
-            .into_iter()
-            .map(|range| {
-                let (ids, type_ids) =
-                    encode_pair(&self.tokenizer, &query_tokens, &encoding, range.clone())?;
-                Ok(EncodedWindow {
-                    ids,
-                    type_ids,
-                    doc_tokens: range,
-                })
-            })
-            .collect()
+        self.encoder.encode_windows(query, doc)
     }
 
-    /// The query's tokens (no special tokens), cut to `query_max_tokens`.
-    fn query_tokens(&self, query: &str) -> Result<Vec<Token>, RerankError> {
-        if query.trim().is_empty() {
-            return Err(RerankError::Invalid("the query is empty".into()));
+    fn matryoshka(&self) -> Result<&Matryoshka, RerankError> {
+        match &self.engine {
+            Engine::Matryoshka(m) => Ok(m),
+            Engine::Single { .. } => Err(self.needs_matryoshka("exits, profiles and cost tables")),
         }
-        let encoding = self
-            .tokenizer
-            .encode(query, false)
-            .map_err(|e| run_err(format!("tokenizing the query failed: {e}")))?;
-        let n = encoding.len().min(self.config.query_max_tokens);
-        if n == 0 {
-            return Err(RerankError::Invalid(format!(
-                "the query {query:?} has no tokens for this model"
-            )));
-        }
-        Ok(tokens_of(&encoding, 0..n))
     }
 
-    /// Window ranges over a document of `doc_len` tokens, given the query's length.
-    fn window_ranges(&self, doc_len: usize, query_len: usize) -> Vec<Range<usize>> {
-        // open() checked max_length > specials + query_max_tokens >= specials + query_len.
-        let budget = self
-            .max_length
-            .saturating_sub(self.pair_special_tokens + query_len)
-            .max(1);
-        let stride = self.config.window_stride.unwrap_or(budget / 2);
-        plan_windows(doc_len, budget, stride, self.config.max_windows)
+    fn needs_matryoshka(&self, what: &str) -> RerankError {
+        RerankError::Invalid(format!(
+            "{what} need a Matryoshka model ({MANIFEST_FILE}); {} is a single-graph model with a \
+             single exit",
+            self.model_path.display()
+        ))
     }
 
-    /// Runs `pairs` through the model in length-sorted, token-budgeted batches; returns one raw
-    /// score per pair (input order) and fills the batch counters of `stats`.
-    fn score_pairs(
+    fn rerank_single(
         &self,
-        pairs: &[Pair],
-        stats: &mut RerankStats,
-    ) -> Result<Vec<f32>, RerankError> {
-        let mut order: Vec<usize> = (0..pairs.len()).collect();
-        // Longest first (stable, so ties keep input order): a batch's first pair sets its padded
-        // length, and similar lengths share batches, which keeps padding small.
-        order.sort_by_key(|&i| std::cmp::Reverse(pairs[i].ids.len()));
-        let mut raw = vec![0f32; pairs.len()];
-        let mut start = 0;
-        while start < order.len() {
-            let seq_len = pairs[order[start]].ids.len().max(1);
-            let fit = (self.config.batch_tokens / seq_len).clamp(1, self.config.max_batch.max(1));
-            let end = (start + fit).min(order.len());
-            let batch: Vec<&Pair> = order[start..end].iter().map(|&i| &pairs[i]).collect();
-            let mut session = self
-                .session
-                .lock()
-                .map_err(|_| run_err("the rerank session was poisoned by an earlier panic"))?;
-            let began = Instant::now();
-            let (shape, data) =
-                run_batch(&mut session, &self.io, self.pad_id, &batch, seq_len).map_err(run_err)?;
-            drop(session);
-            stats.model_ms += began.elapsed().as_secs_f64() * 1e3;
-            let scores = raw_scores(&shape, &data, batch.len(), self.classes)
-                .map_err(|e| run_err(format!("model {}: {e}", self.model_path.display())))?;
-            for (&slot, score) in order[start..end].iter().zip(scores) {
-                if !score.is_finite() {
-                    return Err(run_err(format!(
-                        "model {} gave a non-finite score ({score}) for document {}",
-                        self.model_path.display(),
-                        pairs[slot].doc
-                    )));
-                }
-                raw[slot] = score;
-            }
-            stats.batches += 1;
-            stats.padded_tokens += batch.len() * seq_len;
-            start = end;
+        graph: &SingleGraph,
+        calibration: Option<Calibration>,
+        query: &str,
+        docs: &[RerankDoc<'_>],
+    ) -> Result<RerankOutput, RerankError> {
+        let mut stats = RerankStats {
+            device: self.device.clone(),
+            ..RerankStats::default()
+        };
+        let began = std::time::Instant::now();
+        let query_tokens = self.encoder.query_tokens(query)?;
+        if docs.is_empty() {
+            stats.tokenize_ms = began.elapsed().as_secs_f64() * 1e3;
+            return Ok(RerankOutput {
+                scores: Vec::new(),
+                traces: Vec::new(),
+                stats,
+            });
         }
-        stats.pairs += pairs.len();
-        Ok(raw)
-    }
+        let encoded = self.encoder.encode_docs(&query_tokens, docs)?;
+        stats.tokenize_ms = began.elapsed().as_secs_f64() * 1e3;
 
-    fn calibrate(&self, raw: f32) -> f32 {
-        match &self.calibration {
-            Some(c) => c.apply(raw),
-            None => sigmoid(raw),
-        }
+        let raw = graph.score_pairs(
+            &encoded.pairs,
+            &self.encoder,
+            self.config.batch_tokens,
+            self.config.max_batch,
+            &mut stats,
+        )?;
+
+        let scores = encoded
+            .windows
+            .iter()
+            .map(|range| {
+                let (score, best_window) = self.config.aggregation.combine(&raw[range.clone()]);
+                RerankScore {
+                    raw: score,
+                    calibrated: calibration.map_or_else(|| sigmoid(score), |c| c.apply(score)),
+                    windows: range.len(),
+                    best_window,
+                }
+            })
+            .collect();
+        Ok(RerankOutput {
+            scores,
+            traces: Vec::new(),
+            stats,
+        })
     }
 }
 
 impl Reranker for CrossEncoder {
     fn describe(&self) -> String {
-        format!("onnx:{} ({})", self.model_dir.display(), self.device)
+        match &self.engine {
+            Engine::Single { .. } => format!("onnx:{} ({})", self.model_dir.display(), self.device),
+            Engine::Matryoshka(m) => {
+                let exits: Vec<String> = m
+                    .segments
+                    .iter()
+                    .map(|s| s.exit_layer.to_string())
+                    .collect();
+                format!(
+                    "onnx:{} (matryoshka, exits {}, {}, {})",
+                    self.model_dir.display(),
+                    exits.join("/"),
+                    m.precision,
+                    self.device
+                )
+            }
+        }
     }
 
     fn rerank(&self, query: &str, docs: &[RerankDoc<'_>]) -> Result<RerankOutput, RerankError> {
-        let mut stats = RerankStats {
-            device: self.device.clone(),
-            ..RerankStats::default()
-        };
-        let began = Instant::now();
-        let query_tokens = self.query_tokens(query)?;
-        if docs.is_empty() {
-            stats.tokenize_ms = began.elapsed().as_secs_f64() * 1e3;
-            return Ok(RerankOutput {
-                scores: Vec::new(),
-                stats,
-            });
-        }
-        let texts: Vec<String> = docs.iter().map(|d| doc_text(d).into_owned()).collect();
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts, false)
-            .map_err(|e| run_err(format!("tokenizing the documents failed: {e}")))?;
-        let mut pairs = Vec::new();
-        let mut windows = Vec::with_capacity(docs.len());
-        for (doc, encoding) in encodings.iter().enumerate() {
-            let ranges = self.window_ranges(encoding.len(), query_tokens.len());
-            windows.push(ranges.len());
-            for range in ranges {
-                let (ids, type_ids) = encode_pair(&self.tokenizer, &query_tokens, encoding, range)?;
-                pairs.push(Pair { doc, ids, type_ids });
-            }
-        }
-        stats.tokenize_ms = began.elapsed().as_secs_f64() * 1e3;
-
-        let raw = self.score_pairs(&pairs, &mut stats)?;
-
-        // Pairs are grouped by document, windows in order.
-        let mut scores = Vec::with_capacity(docs.len());
-        let mut next = 0;
-        for &n in &windows {
-            let (score, best_window) = self.config.aggregation.combine(&raw[next..next + n]);
-            next += n;
-            scores.push(RerankScore {
-                raw: score,
-                calibrated: self.calibrate(score),
-                windows: n,
-                best_window,
-            });
-        }
-        Ok(RerankOutput { scores, stats })
+        self.rerank_budgeted(query, docs, &Budget::Default)
     }
-}
 
-/// The text a document is scored by: `title + " " + text` (either alone when the other is empty),
-/// the usual way cross-encoders were trained on titled passages.
-fn doc_text<'a>(doc: &RerankDoc<'a>) -> Cow<'a, str> {
-    let title = doc.title.trim();
-    if title.is_empty() {
-        Cow::Borrowed(doc.text)
-    } else if doc.text.trim().is_empty() {
-        Cow::Borrowed(doc.title)
-    } else {
-        Cow::Owned(format!("{title} {}", doc.text))
+    fn recommended_blend(&self) -> Option<f32> {
+        self.manifest()
+            .and_then(|m| m.blend)
+            .map(|b| b.reranker_weight)
     }
-}
 
-fn tokens_of(encoding: &Encoding, range: Range<usize>) -> Vec<Token> {
-    let ids = encoding.get_ids();
-    let values = encoding.get_tokens();
-    let offsets = encoding.get_offsets();
-    range
-        .map(|i| Token::new(ids[i], values[i].clone(), offsets[i]))
-        .collect()
-}
-
-/// Assembles `query + doc[range]` with the tokenizer's pair post-processor (its special tokens
-/// and token types), returning `(ids, type_ids)`.
-fn encode_pair(
-    tokenizer: &Tokenizer,
-    query: &[Token],
-    doc: &Encoding,
-    range: Range<usize>,
-) -> Result<(Vec<u32>, Vec<u32>), RerankError> {
-    let first = Encoding::from_tokens(query.to_vec(), 0);
-    let second = Encoding::from_tokens(tokens_of(doc, range), 1);
-    let pair = tokenizer
-        .post_process(first, Some(second), true)
-        .map_err(|e| run_err(format!("assembling a (query, document) pair failed: {e}")))?;
-    Ok((pair.get_ids().to_vec(), pair.get_type_ids().to_vec()))
+    /// Single-graph models serve only [`Budget::Default`]. Matryoshka models serve every budget:
+    /// see [`cascade_order`] for the order a cascade's output must be presented in.
+    fn rerank_budgeted(
+        &self,
+        query: &str,
+        docs: &[RerankDoc<'_>],
+        budget: &Budget,
+    ) -> Result<RerankOutput, RerankError> {
+        match &self.engine {
+            Engine::Single { graph, calibration } => match budget {
+                Budget::Default => self.rerank_single(graph, *calibration, query, docs),
+                other => Err(self.needs_matryoshka(&format!("budgets such as '{other}'"))),
+            },
+            Engine::Matryoshka(m) => m.rerank(
+                &self.encoder,
+                &self.config,
+                &self.device,
+                query,
+                docs,
+                budget,
+            ),
+        }
+    }
 }
 
 fn validate_config(config: &CrossEncoderConfig) -> Result<(), RerankError> {
@@ -651,228 +760,4 @@ fn resolve_max_length(configured: Option<usize>, model_dir: &Path) -> Result<usi
         )));
     }
     Ok(usable.min(DEFAULT_MAX_LENGTH))
-}
-
-/// Checks the graph's inputs and output against what a cross-encoder must have.
-fn inspect_graph(session: &Session, model_path: &Path) -> Result<GraphIo, RerankError> {
-    let unsupported = |message: String| {
-        load_err(format!(
-            "model {} cannot be used as a cross-encoder: {message}",
-            model_path.display()
-        ))
-    };
-    let inputs = session.inputs();
-    let names: Vec<&str> = inputs.iter().map(|i| i.name()).collect();
-    let id_input = |name: &str| -> Result<Option<IdInput>, RerankError> {
-        let Some(input) = inputs.iter().find(|i| i.name() == name) else {
-            return Ok(None);
-        };
-        let ty = match input.dtype().tensor_type() {
-            Some(TensorElementType::Int64) => IdType::I64,
-            Some(TensorElementType::Int32) => IdType::I32,
-            other => {
-                return Err(unsupported(format!(
-                    "input `{name}` has element type {other:?}; expected int64 or int32"
-                )));
-            }
-        };
-        if let Some(shape) = input.dtype().tensor_shape()
-            && shape.len() != 2
-        {
-            return Err(unsupported(format!(
-                "input `{name}` has shape {shape}; expected [batch, sequence]"
-            )));
-        }
-        Ok(Some(IdInput {
-            name: name.to_string(),
-            ty,
-        }))
-    };
-    let input_ids = id_input("input_ids")?
-        .ok_or_else(|| unsupported(format!("no `input_ids` input (inputs: {names:?})")))?;
-    let attention_mask = id_input("attention_mask")?
-        .ok_or_else(|| unsupported(format!("no `attention_mask` input (inputs: {names:?})")))?;
-    let token_type_ids = id_input("token_type_ids")?;
-    if let Some(extra) = names
-        .iter()
-        .find(|n| !["input_ids", "attention_mask", "token_type_ids"].contains(n))
-    {
-        return Err(unsupported(format!(
-            "unexpected input `{extra}` (inputs: {names:?}; only input_ids, attention_mask and \
-             token_type_ids can be fed)"
-        )));
-    }
-
-    let outputs = session.outputs();
-    let output = outputs
-        .iter()
-        .find(|o| o.name() == "logits")
-        .or_else(|| outputs.first())
-        .ok_or_else(|| unsupported("the graph has no outputs".into()))?;
-    let name = output.name().to_string();
-    if output.dtype().tensor_type() != Some(TensorElementType::Float32) {
-        return Err(unsupported(format!(
-            "output `{name}` has element type {:?}; expected float32",
-            output.dtype().tensor_type()
-        )));
-    }
-    let classes = match output.dtype().tensor_shape().map(|s| s.to_vec()) {
-        Some(shape) if shape.len() == 2 => match shape[1] {
-            1 | 2 => Some(shape[1] as usize),
-            d if d < 0 => None,
-            _ => {
-                return Err(unsupported(format!(
-                    "output `{name}` has shape {shape:?}; expected [batch, 1] or [batch, 2]"
-                )));
-            }
-        },
-        shape => {
-            return Err(unsupported(format!(
-                "output `{name}` has shape {:?}; expected [batch, 1] or [batch, 2]",
-                shape.unwrap_or_default()
-            )));
-        }
-    };
-    Ok(GraphIo {
-        input_ids,
-        attention_mask,
-        token_type_ids,
-        output: name,
-        classes,
-    })
-}
-
-/// Runs one probe pair and returns the number of logit classes the model really outputs.
-fn probe(
-    session: &mut Session,
-    io: &GraphIo,
-    tokenizer: &Tokenizer,
-    pad_id: u32,
-    model_path: &Path,
-) -> Result<usize, RerankError> {
-    let failed = |message: String| {
-        load_err(format!(
-            "model {} failed a test run: {message}",
-            model_path.display()
-        ))
-    };
-    let encode = |text: &str| {
-        tokenizer
-            .encode(text, false)
-            .map_err(|e| failed(format!("tokenizer error: {e}")))
-    };
-    let query = encode("probe query")?;
-    let doc = encode("probe document")?;
-    let (ids, type_ids) = encode_pair(
-        tokenizer,
-        &tokens_of(&query, 0..query.len()),
-        &doc,
-        0..doc.len(),
-    )?;
-    let pair = Pair {
-        doc: 0,
-        ids,
-        type_ids,
-    };
-    let seq_len = pair.ids.len().max(1);
-    let (shape, _) = run_batch(session, io, pad_id, &[&pair], seq_len).map_err(failed)?;
-    let classes = match shape.as_slice() {
-        [1, c @ (1 | 2)] => *c,
-        _ => {
-            return Err(load_err(format!(
-                "model {} cannot be used as a cross-encoder: output `{}` has shape {shape:?} for \
-                 one pair; expected [1, 1] or [1, 2]",
-                model_path.display(),
-                io.output
-            )));
-        }
-    };
-    if io.classes.is_some_and(|c| c != classes) {
-        return Err(failed(format!(
-            "output `{}` declares {:?} classes but produced {classes}",
-            io.output, io.classes
-        )));
-    }
-    Ok(classes)
-}
-
-/// Pads `batch` to `seq_len`, runs the model, and returns the output's shape and values.
-fn run_batch(
-    session: &mut Session,
-    io: &GraphIo,
-    pad_id: u32,
-    batch: &[&Pair],
-    seq_len: usize,
-) -> Result<(Vec<usize>, Vec<f32>), String> {
-    let rows = batch.len();
-    let mut ids = vec![i64::from(pad_id); rows * seq_len];
-    let mut mask = vec![0i64; rows * seq_len];
-    let mut types = vec![0i64; rows * seq_len];
-    for (r, pair) in batch.iter().enumerate() {
-        let row = r * seq_len;
-        for (c, (&id, &ty)) in pair.ids.iter().zip(&pair.type_ids).enumerate() {
-            ids[row + c] = i64::from(id);
-            mask[row + c] = 1;
-            types[row + c] = i64::from(ty);
-        }
-    }
-    let shape = [rows, seq_len];
-    let tensor = |input: &IdInput, data: Vec<i64>| -> Result<SessionInputValue<'static>, String> {
-        let value: SessionInputValue<'static> = match input.ty {
-            IdType::I64 => Tensor::from_array((shape, data))
-                .map_err(|e| e.to_string())?
-                .into(),
-            IdType::I32 => {
-                let data: Vec<i32> = data
-                    .into_iter()
-                    .map(|v| i32::try_from(v).unwrap_or(i32::MAX))
-                    .collect();
-                Tensor::from_array((shape, data))
-                    .map_err(|e| e.to_string())?
-                    .into()
-            }
-        };
-        Ok(value)
-    };
-    let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
-        (
-            Cow::from(io.input_ids.name.as_str()),
-            tensor(&io.input_ids, ids)?,
-        ),
-        (
-            Cow::from(io.attention_mask.name.as_str()),
-            tensor(&io.attention_mask, mask)?,
-        ),
-    ];
-    if let Some(input) = &io.token_type_ids {
-        inputs.push((Cow::from(input.name.as_str()), tensor(input, types)?));
-    }
-    let outputs = session.run(inputs).map_err(|e| e.to_string())?;
-    let value = outputs
-        .get(&io.output)
-        .ok_or_else(|| format!("output `{}` missing", io.output))?;
-    let (shape, data) = value
-        .try_extract_tensor::<f32>()
-        .map_err(|e| e.to_string())?;
-    let shape = shape.iter().map(|&d| d.max(0) as usize).collect();
-    Ok((shape, data.to_vec()))
-}
-
-/// One raw score per row from a `[rows, classes]` output: the logit, or for two classes
-/// `logit[1] - logit[0]` (whose sigmoid is the softmax probability of class 1).
-fn raw_scores(
-    shape: &[usize],
-    data: &[f32],
-    rows: usize,
-    classes: usize,
-) -> Result<Vec<f32>, String> {
-    if shape != [rows, classes] || data.len() != rows * classes {
-        return Err(format!(
-            "output has shape {shape:?}; expected [{rows}, {classes}]"
-        ));
-    }
-    Ok(match classes {
-        1 => data.to_vec(),
-        _ => data.chunks_exact(2).map(|c| c[1] - c[0]).collect(),
-    })
 }

@@ -1,0 +1,1372 @@
+//! Segmented 2D-Matryoshka cross-encoders: real early exit over a chain of ONNX segments.
+//!
+//! A model directory with a [`MANIFEST_FILE`] (written by `models/recipe/export.py`) holds one
+//! ONNX graph per *segment*. Segment 1 takes the token ids and returns the hidden states after
+//! its last layer (`hidden_states_out`, `[batch, seq, H]`) and the logits of the heads at that
+//! exit (`logits`, `[batch, widths]`, one column per head width in the manifest's order); segment
+//! k > 1 takes `hidden_states` and `attention_mask` and returns the same (the last segment no
+//! hidden states). Scoring at exit L runs the segments up to L in order, carrying each pair's
+//! hidden states from one segment to the next: nothing is recomputed, and a cascade
+//! ([`Budget::Cascade`]) runs the deeper segments only on the windows of the documents it keeps.
+//!
+//! Document scores come from window scores exactly as for single-graph models (windows, query
+//! cap, [`crate::WindowAggregation`]); each head has its own calibration from the manifest.
+//!
+//! **Order of a cascade's output**: every document gets the score of the deepest exit it reached,
+//! but scores of different exits are not comparable. Callers must order the survivors of the last
+//! step by their score, then the documents pruned at the step before by theirs, and so on, then
+//! the documents that were never scored in input (fused) order: [`cascade_order`] does exactly
+//! that.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::Instant;
+
+use ort::session::{Session, SessionInputValue};
+use ort::value::{Tensor, TensorElementType};
+use serde::{Deserialize, Serialize};
+use sieve_core::{
+    Budget, CascadeStep, ExitScore, ExitTrace, RerankDoc, RerankError, RerankOutput, RerankScore,
+    RerankStats, SegmentTiming, sigmoid,
+};
+
+use crate::cost::{self, COST_FILE, CostTable};
+use crate::encode::{EncodedDocs, Pair, PairEncoder};
+use crate::io::{
+    IdInput, IdInputs, float_output, id_batch_inputs, id_input, id_inputs, id_tensor, only_inputs,
+    plan_batches,
+};
+use crate::{Calibration, CrossEncoderConfig, Device, Precision, load_err, read_json, run_err};
+
+/// The manifest of a segmented Matryoshka model directory.
+pub const MANIFEST_FILE: &str = "matryoshka.json";
+
+/// The manifest format this crate reads (`format` field of [`MANIFEST_FILE`]).
+pub const MANIFEST_FORMAT: &str = "sieve-matryoshka-ce/1";
+
+/// The contents of [`MANIFEST_FILE`] that this crate uses (other fields are ignored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Must be [`MANIFEST_FORMAT`].
+    pub format: String,
+    /// The model's name, for descriptions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Longest (query, window) sequence in tokens, special tokens included.
+    pub max_length: usize,
+    /// The query is cut to this many tokens.
+    pub query_cap: usize,
+    /// Width of the hidden states passed between segments.
+    pub hidden_size: usize,
+    /// How token types are fed (informative; the graph's inputs decide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type_ids: Option<String>,
+    /// The exits (must agree with the segments' exit layers and widths when present).
+    #[serde(default)]
+    pub exits: Vec<ManifestExit>,
+    /// The segments, in order.
+    pub segments: Vec<ManifestSegment>,
+    /// The whole model as one graph (optional; not used by the segmented engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<ManifestFull>,
+    /// Per-head calibration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<ManifestCalibration>,
+    /// Named plans (`"fast": "2:384"`, `"balanced": "100@2,30@6"`), each an exit or a cascade in
+    /// [`Budget::parse`] syntax. `fast`, `balanced` and `full` default to the first, middle and
+    /// last exit at the widest width.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub profiles: BTreeMap<String, String>,
+    /// The profile [`Budget::Default`] runs (default `full`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_profile: Option<String>,
+    /// Recommended blending with the first-stage score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blend: Option<ManifestBlend>,
+}
+
+/// One exit of a [`Manifest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestExit {
+    /// Layer after which the heads sit (1-based).
+    pub layer: u32,
+    /// Head widths at this exit.
+    pub widths: Vec<u32>,
+}
+
+/// One segment of a [`Manifest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSegment {
+    /// Segment number, 1-based, in order.
+    pub segment: u32,
+    /// First and last layer of the segment (informative).
+    #[serde(default)]
+    pub layers: Vec<u32>,
+    /// The exit layer the segment ends at.
+    pub exit_layer: u32,
+    /// Head widths, in the order of the `logits` columns.
+    pub widths: Vec<u32>,
+    /// The fp32 graph, relative to the model directory.
+    pub file: String,
+    /// The int8 graph, relative to the model directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_int8: Option<String>,
+    /// Head names (`l2_w384`, informative).
+    #[serde(default)]
+    pub heads: Vec<String>,
+}
+
+/// The optional whole-model graph of a [`Manifest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFull {
+    /// The fp32 graph.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The int8 graph.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_int8: Option<String>,
+}
+
+/// Per-head calibration of a [`Manifest`].
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ManifestCalibration {
+    /// `head name (l{layer}_w{width}) -> calibration`; heads without one use `sigmoid(raw)`.
+    #[serde(default)]
+    pub heads: BTreeMap<String, Calibration>,
+}
+
+/// Recommended blending of a [`Manifest`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ManifestBlend {
+    /// Weight of the reranker score in `w·reranker + (1−w)·fused`, in `[0, 1]`.
+    pub reranker_weight: f32,
+}
+
+/// The head name of an exit and width, as the manifest's calibration keys it.
+pub fn head_name(layer: u32, width: u32) -> String {
+    format!("l{layer}_w{width}")
+}
+
+impl Manifest {
+    /// Reads and checks a manifest; errors name the file.
+    pub fn read(path: &Path) -> Result<Self, RerankError> {
+        read_json(path, "manifest", Self::validate)
+    }
+
+    /// Checks the manifest's consistency (format, segments, exits, calibration, profiles, blend).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format != MANIFEST_FORMAT {
+            return Err(format!(
+                "format is {:?}, expected {MANIFEST_FORMAT:?}",
+                self.format
+            ));
+        }
+        if self.max_length == 0 || self.query_cap == 0 || self.hidden_size == 0 {
+            return Err("max_length, query_cap and hidden_size must be at least 1".into());
+        }
+        if self.segments.is_empty() {
+            return Err("no segments".into());
+        }
+        let mut previous = 0;
+        for (i, s) in self.segments.iter().enumerate() {
+            if s.segment as usize != i + 1 {
+                return Err(format!(
+                    "segments must be numbered 1, 2, ... in order; found segment {} at position {}",
+                    s.segment,
+                    i + 1
+                ));
+            }
+            if s.exit_layer <= previous {
+                return Err(format!(
+                    "segment {}: exit_layer {} does not come after the previous segment's {previous}",
+                    s.segment, s.exit_layer
+                ));
+            }
+            previous = s.exit_layer;
+            if s.widths.is_empty() || s.widths.contains(&0) {
+                return Err(format!(
+                    "segment {}: widths must be a non-empty list of positive numbers",
+                    s.segment
+                ));
+            }
+            if (1..s.widths.len()).any(|j| s.widths[..j].contains(&s.widths[j])) {
+                return Err(format!("segment {}: repeated width", s.segment));
+            }
+            if s.file.trim().is_empty() {
+                return Err(format!("segment {}: empty file name", s.segment));
+            }
+        }
+        if !self.exits.is_empty() {
+            let from_segments: Vec<ManifestExit> = self
+                .segments
+                .iter()
+                .map(|s| ManifestExit {
+                    layer: s.exit_layer,
+                    widths: s.widths.clone(),
+                })
+                .collect();
+            if self.exits != from_segments {
+                return Err(format!(
+                    "exits {} do not match the segments' exit layers and widths {}",
+                    describe_exits(&self.exits),
+                    describe_exits(&from_segments)
+                ));
+            }
+        }
+        if let Some(calibration) = &self.calibration {
+            for (name, c) in &calibration.heads {
+                if !self.segments.iter().any(|s| {
+                    s.widths
+                        .iter()
+                        .any(|&w| head_name(s.exit_layer, w) == *name)
+                }) {
+                    return Err(format!(
+                        "calibration for unknown head {name:?} (heads: {})",
+                        self.head_names().join(", ")
+                    ));
+                }
+                c.check()
+                    .map_err(|e| format!("calibration of {name}: {e}"))?;
+            }
+        }
+        if let Some(blend) = self.blend
+            && !(blend.reranker_weight.is_finite() && (0.0..=1.0).contains(&blend.reranker_weight))
+        {
+            return Err(format!(
+                "blend.reranker_weight must be in [0, 1], got {}",
+                blend.reranker_weight
+            ));
+        }
+        let profiles = self.profiles()?;
+        let default = self.default_profile_name();
+        if !profiles.contains_key(default) {
+            return Err(format!(
+                "default_profile {default:?} is not a profile (profiles: {})",
+                profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every head's name, shallowest exit first.
+    pub fn head_names(&self) -> Vec<String> {
+        self.segments
+            .iter()
+            .flat_map(|s| s.widths.iter().map(|&w| head_name(s.exit_layer, w)))
+            .collect()
+    }
+
+    /// The profile [`Budget::Default`] runs.
+    pub fn default_profile_name(&self) -> &str {
+        self.default_profile.as_deref().unwrap_or("full")
+    }
+
+    /// The profiles, resolved to plans: the manifest's, plus `fast`, `balanced` and `full` where
+    /// it does not define them.
+    pub fn profiles(&self) -> Result<BTreeMap<String, Plan>, String> {
+        let exits = self.exit_list();
+        let widest = |e: &ManifestExit| Plan::exit(e.layer, max_width(&e.widths));
+        let mut plans = BTreeMap::new();
+        if let (Some(first), Some(last)) = (exits.first(), exits.last()) {
+            plans.insert("fast".to_string(), widest(first));
+            plans.insert(
+                "balanced".to_string(),
+                widest(&exits[(exits.len() - 1) / 2]),
+            );
+            plans.insert("full".to_string(), widest(last));
+        }
+        for (name, value) in &self.profiles {
+            let budget =
+                Budget::parse(value).map_err(|e| format!("profile {name:?} = {value:?}: {e}"))?;
+            let plan = match &budget {
+                Budget::Exit { .. } | Budget::Cascade(_) => resolve_plan(&exits, &budget),
+                _ => Err(format!(
+                    "must be an exit (LAYER:WIDTH) or a cascade (KEEP@LAYER[:WIDTH],...), got \
+                     '{budget}'"
+                )),
+            }
+            .map_err(|e| format!("profile {name:?} = {value:?}: {e}"))?;
+            plans.insert(name.clone(), plan);
+        }
+        Ok(plans)
+    }
+
+    /// The exits, from the segments.
+    pub fn exit_list(&self) -> Vec<ManifestExit> {
+        self.segments
+            .iter()
+            .map(|s| ManifestExit {
+                layer: s.exit_layer,
+                widths: s.widths.clone(),
+            })
+            .collect()
+    }
+}
+
+fn max_width(widths: &[u32]) -> u32 {
+    widths.iter().copied().max().unwrap_or(0)
+}
+
+/// `2:{384,96}, 4:{384,96}`.
+fn describe_exits(exits: &[ManifestExit]) -> String {
+    exits
+        .iter()
+        .map(|e| {
+            let widths: Vec<String> = e.widths.iter().map(u32::to_string).collect();
+            format!("{}:{{{}}}", e.layer, widths.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A concrete plan: the steps of a cascade, or a single step for one exit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The steps, layers strictly increasing, `keep` never growing.
+    pub steps: Vec<PlanStep>,
+}
+
+/// One step of a [`Plan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanStep {
+    /// How many documents the step scores: the first `keep` in input order for the first step,
+    /// the best `keep` of the previous step's for the others; `None` = all of them.
+    pub keep: Option<usize>,
+    /// Exit layer.
+    pub layer: u32,
+    /// Head width.
+    pub width: u32,
+}
+
+impl Plan {
+    /// Every document scored at one exit.
+    pub fn exit(layer: u32, width: u32) -> Self {
+        Self {
+            steps: vec![PlanStep {
+                keep: None,
+                layer,
+                width,
+            }],
+        }
+    }
+
+    /// The last step (`None` for an empty plan).
+    pub fn last(&self) -> Option<&PlanStep> {
+        self.steps.last()
+    }
+
+    /// How many of `n` documents reach the last step.
+    pub fn reaching_last(&self, n: usize) -> usize {
+        self.steps
+            .iter()
+            .fold(n, |count, s| count.min(s.keep.unwrap_or(usize::MAX)))
+    }
+}
+
+/// `L:W` for one exit over every document, else `K@L:W,...` (the syntax of [`Budget::parse`]).
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let [only] = self.steps.as_slice()
+            && only.keep.is_none()
+        {
+            return write!(f, "{}:{}", only.layer, only.width);
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            if i > 0 {
+                write!(f, ",")?;
+            }
+            match step.keep {
+                Some(k) => write!(f, "{k}@{}:{}", step.layer, step.width)?,
+                None => write!(f, "all@{}:{}", step.layer, step.width)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves an exit or a cascade against the model's exits (widths default to the widest).
+fn resolve_plan(exits: &[ManifestExit], budget: &Budget) -> Result<Plan, String> {
+    let available = || {
+        let all: Vec<String> = exits
+            .iter()
+            .flat_map(|e| e.widths.iter().map(move |w| format!("{}:{w}", e.layer)))
+            .collect();
+        all.join(", ")
+    };
+    let check = |layer: u32, width: Option<u32>| -> Result<u32, String> {
+        let exit = exits
+            .iter()
+            .find(|e| e.layer == layer)
+            .ok_or_else(|| format!("layer {layer} is not an exit (exits: {})", available()))?;
+        match width {
+            None => Ok(max_width(&exit.widths)),
+            Some(w) if exit.widths.contains(&w) => Ok(w),
+            Some(w) => Err(format!(
+                "exit {layer}:{w} does not exist (exits: {})",
+                available()
+            )),
+        }
+    };
+    match budget {
+        Budget::Exit { layer, width } => Ok(Plan::exit(*layer, check(*layer, Some(*width))?)),
+        Budget::Cascade(steps) => {
+            if steps.is_empty() {
+                return Err("a cascade needs at least one step".into());
+            }
+            let mut plan = Vec::with_capacity(steps.len());
+            for (i, &CascadeStep { keep, layer, width }) in steps.iter().enumerate() {
+                if keep == 0 {
+                    return Err(format!("cascade step {}: keep must be at least 1", i + 1));
+                }
+                if i > 0 && (layer <= steps[i - 1].layer || keep > steps[i - 1].keep) {
+                    return Err(
+                        "cascade layers must increase and keep must not grow from step to step"
+                            .into(),
+                    );
+                }
+                plan.push(PlanStep {
+                    keep: Some(keep),
+                    layer,
+                    width: check(layer, width)?,
+                });
+            }
+            Ok(Plan { steps: plan })
+        }
+        other => Err(format!("'{other}' is not an exit or a cascade")),
+    }
+}
+
+/// The order a caller should present a rerank output in: for a Matryoshka output, the survivors
+/// of the last step by score (best first), then the documents pruned at the previous step by
+/// theirs, and so on back to the first step, then the documents that were never scored
+/// (`pruned_at == Some(0)`) in input order; ties keep input order. For an output without traces
+/// (single-graph models), simply by score. Returns input indices.
+pub fn cascade_order(output: &RerankOutput) -> Vec<usize> {
+    let n = output.scores.len();
+    // Group rank: survivors first (u32::MAX), then deeper pruning layers first, unscored last.
+    let group = |i: usize| -> u32 {
+        match output.traces.get(i).map(|t| t.pruned_at) {
+            None | Some(None) => u32::MAX,
+            Some(Some(layer)) => layer,
+        }
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| {
+        group(b).cmp(&group(a)).then_with(|| {
+            if group(a) == 0 {
+                a.cmp(&b)
+            } else {
+                output.scores[b]
+                    .raw
+                    .total_cmp(&output.scores[a].raw)
+                    .then(a.cmp(&b))
+            }
+        })
+    });
+    order
+}
+
+/// What a segment's graph takes.
+enum SegmentInput {
+    Ids(IdInputs),
+    Hidden { hidden: String, mask: IdInput },
+}
+
+/// A loaded segment.
+pub(crate) struct Segment {
+    pub number: u32,
+    pub exit_layer: u32,
+    pub widths: Vec<u32>,
+    pub path: PathBuf,
+    pub int8: bool,
+    session: Mutex<Session>,
+    input: SegmentInput,
+    hidden_out: Option<String>,
+    logits: String,
+}
+
+/// What one segment call is fed.
+pub(crate) enum Feed<'a> {
+    /// Token-id pairs (segment 1).
+    Ids(&'a [&'a Pair]),
+    /// Per row, the previous segment's hidden states (`len × H`, unpadded) and the length.
+    Hidden(&'a [(&'a [f32], usize)]),
+}
+
+/// What one segment call gave.
+pub(crate) struct SegmentOut {
+    /// `[rows, widths]`.
+    pub logits: Vec<f32>,
+    /// `[rows, seq_len, H]`, when asked for and the segment has it.
+    pub hidden: Option<Vec<f32>>,
+    pub ms: f64,
+}
+
+/// A loaded segmented model.
+pub(crate) struct Matryoshka {
+    pub manifest: Manifest,
+    pub manifest_path: PathBuf,
+    pub segments: Vec<Segment>,
+    pub profiles: BTreeMap<String, Plan>,
+    calibration: BTreeMap<(u32, u32), Calibration>,
+    pub cost: RwLock<Result<Option<CostTable>, String>>,
+    pub precision: String,
+}
+
+/// The directory's manifest, when `path` is a Matryoshka model directory or its manifest.
+pub(crate) fn manifest_in(path: &Path) -> Option<PathBuf> {
+    if path.is_dir() {
+        let manifest = path.join(MANIFEST_FILE);
+        return manifest.is_file().then_some(manifest);
+    }
+    (path.is_file() && path.file_name().is_some_and(|n| n == MANIFEST_FILE))
+        .then(|| path.to_path_buf())
+}
+
+impl Matryoshka {
+    /// Loads every segment once (int8 or fp32 per `precision`), checks the graphs' inputs and
+    /// outputs and runs a probe pair through the chain.
+    pub fn load(
+        manifest: Manifest,
+        manifest_path: &Path,
+        model_dir: &Path,
+        encoder: &PairEncoder,
+        config: &CrossEncoderConfig,
+    ) -> Result<Self, RerankError> {
+        let bad_manifest =
+            |message: String| load_err(format!("manifest {}: {message}", manifest_path.display()));
+        let profiles = manifest.profiles().map_err(bad_manifest)?;
+        let mut calibration = BTreeMap::new();
+        if let Some(c) = &manifest.calibration {
+            for s in &manifest.segments {
+                for &w in &s.widths {
+                    if let Some(head) = c.heads.get(&head_name(s.exit_layer, w)) {
+                        calibration.insert((s.exit_layer, w), *head);
+                    }
+                }
+            }
+        }
+        let n = manifest.segments.len();
+        let mut segments = Vec::with_capacity(n);
+        for (i, spec) in manifest.segments.iter().enumerate() {
+            let (path, int8) = choose_file(spec, model_dir, config)?;
+            let session = sieve_onnx::load_session(&path, &config.session)
+                .map_err(|e| load_err(e.to_string()))?;
+            let (input, hidden_out, logits) = inspect_segment(&session, &path, i == 0, i + 1 == n)?;
+            segments.push(Segment {
+                number: spec.segment,
+                exit_layer: spec.exit_layer,
+                widths: spec.widths.clone(),
+                path,
+                int8,
+                session: Mutex::new(session),
+                input,
+                hidden_out,
+                logits,
+            });
+        }
+        let precision = if segments.iter().all(|s| s.int8) {
+            "int8"
+        } else if segments.iter().all(|s| !s.int8) {
+            "fp32"
+        } else {
+            "mixed"
+        }
+        .to_string();
+        let cost_path = model_dir.join(COST_FILE);
+        let cost = if cost_path.is_file() {
+            CostTable::load(&cost_path)
+                .map(Some)
+                .map_err(|e| e.to_string())
+        } else {
+            Ok(None)
+        };
+        let model = Self {
+            manifest,
+            manifest_path: manifest_path.to_path_buf(),
+            segments,
+            profiles,
+            calibration,
+            cost: RwLock::new(Ok(None)),
+            precision,
+        };
+        model.probe(encoder)?;
+        let cost = cost.and_then(|table| match table {
+            Some(t) => model
+                .check_cost_table(&t)
+                .map(|()| Some(t))
+                .map_err(|e| format!("{}: {e}", cost_path.display())),
+            None => Ok(None),
+        });
+        *model
+            .cost
+            .write()
+            .map_err(|_| load_err("cost table lock poisoned"))? = cost;
+        Ok(model)
+    }
+
+    /// The exits, from the manifest.
+    pub fn exits(&self) -> Vec<ManifestExit> {
+        self.manifest.exit_list()
+    }
+
+    /// Whether the first segment takes `token_type_ids`.
+    pub fn uses_token_type_ids(&self) -> bool {
+        self.segments.first().is_some_and(
+            |s| matches!(&s.input, SegmentInput::Ids(io) if io.token_type_ids.is_some()),
+        )
+    }
+
+    /// Width of the hidden states passed between segments.
+    pub fn hidden_size(&self) -> usize {
+        self.manifest.hidden_size
+    }
+
+    /// The calibration of a head.
+    pub fn head_calibration(&self, layer: u32, width: u32) -> Option<Calibration> {
+        self.calibration.get(&(layer, width)).copied()
+    }
+
+    fn calibrate(&self, layer: u32, width: u32, raw: f32) -> f32 {
+        match self.calibration.get(&(layer, width)) {
+            Some(c) => c.apply(raw),
+            None => sigmoid(raw),
+        }
+    }
+
+    /// Index of the segment that ends at `layer`.
+    pub fn segment_of(&self, layer: u32) -> Option<usize> {
+        self.segments.iter().position(|s| s.exit_layer == layer)
+    }
+
+    /// A budget other than [`Budget::LatencyMs`] as a concrete plan.
+    pub fn resolve(&self, budget: &Budget) -> Result<Plan, RerankError> {
+        let invalid = |m: String| RerankError::Invalid(m);
+        match budget {
+            Budget::Default => {
+                let name = self.manifest.default_profile_name();
+                self.profiles
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| invalid(format!("the default profile {name:?} is not defined")))
+            }
+            Budget::Profile(name) => self.profiles.get(name).cloned().ok_or_else(|| {
+                let known: Vec<String> = self
+                    .profiles
+                    .iter()
+                    .map(|(k, p)| format!("{k} ({p})"))
+                    .collect();
+                invalid(format!(
+                    "unknown profile {name:?} (profiles of {}: {})",
+                    self.manifest_path.display(),
+                    known.join(", ")
+                ))
+            }),
+            Budget::LatencyMs(_) => Err(invalid(
+                "a latency budget is resolved per call, from the documents' lengths".into(),
+            )),
+            other => resolve_plan(&self.exits(), other)
+                .map_err(|e| invalid(format!("budget '{other}': {e}"))),
+        }
+    }
+
+    /// Checks a cost table against this model's segments.
+    pub fn check_cost_table(&self, table: &CostTable) -> Result<(), String> {
+        table.validate()?;
+        let ours: Vec<(u32, u32)> = self
+            .segments
+            .iter()
+            .map(|s| (s.number, s.exit_layer))
+            .collect();
+        let theirs: Vec<(u32, u32)> = table
+            .segments
+            .iter()
+            .map(|s| (s.segment, s.exit_layer))
+            .collect();
+        if ours != theirs {
+            return Err(format!(
+                "the cost table's segments (segment, exit layer) {theirs:?} are not the model's \
+                 {ours:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs a probe pair through every segment, checking the outputs' shapes.
+    fn probe(&self, encoder: &PairEncoder) -> Result<(), RerankError> {
+        let failed = |e: String| {
+            load_err(format!(
+                "model {} failed a test run: {e}",
+                self.manifest_path.display()
+            ))
+        };
+        let pair = encoder.probe_pair().map_err(failed)?;
+        let len = pair.ids.len().max(1);
+        self.run_chain(&[&pair], len, encoder.pad_id, |_, _| ())
+            .map_err(failed)
+    }
+
+    /// Runs one batch of pairs, padded to `seq_len`, through every segment, carrying the hidden
+    /// states from one to the next, and calls `each` with every segment's index and output.
+    /// Errors name the segment.
+    pub fn run_chain(
+        &self,
+        pairs: &[&Pair],
+        seq_len: usize,
+        pad_id: u32,
+        mut each: impl FnMut(usize, &SegmentOut),
+    ) -> Result<(), String> {
+        let h = self.hidden_size();
+        let mut hidden: Vec<f32> = Vec::new();
+        for (s, segment) in self.segments.iter().enumerate() {
+            let rows: Vec<(&[f32], usize)> = pairs
+                .iter()
+                .enumerate()
+                .map(|(r, p)| {
+                    let start = r * seq_len * h;
+                    let states = hidden.get(start..start + p.ids.len() * h).unwrap_or(&[]);
+                    (states, p.ids.len())
+                })
+                .collect();
+            let feed = if s == 0 {
+                Feed::Ids(pairs)
+            } else {
+                Feed::Hidden(&rows)
+            };
+            let want_hidden = s + 1 < self.segments.len();
+            let out = self
+                .run_segment(segment, feed, seq_len, pad_id, want_hidden)
+                .map_err(|e| {
+                    format!(
+                        "segment {} ({}): {e}",
+                        segment.number,
+                        segment.path.display()
+                    )
+                })?;
+            each(s, &out);
+            hidden = out.hidden.unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    /// Runs one segment on one batch padded to `seq_len`. Checks the output shapes.
+    pub fn run_segment(
+        &self,
+        segment: &Segment,
+        feed: Feed<'_>,
+        seq_len: usize,
+        pad_id: u32,
+        want_hidden: bool,
+    ) -> Result<SegmentOut, String> {
+        let h = self.hidden_size();
+        let rows = match &feed {
+            Feed::Ids(pairs) => pairs.len(),
+            Feed::Hidden(states) => states.len(),
+        };
+        let inputs: Vec<(Cow<'_, str>, SessionInputValue<'static>)> = match (&segment.input, feed) {
+            (SegmentInput::Ids(io), Feed::Ids(pairs)) => {
+                id_batch_inputs(io, pairs, seq_len, pad_id)?
+            }
+            (SegmentInput::Hidden { hidden, mask }, Feed::Hidden(rows)) => {
+                let n = rows.len();
+                let mut states = vec![0f32; n * seq_len * h];
+                let mut mask_data = vec![0i64; n * seq_len];
+                for (r, &(values, len)) in rows.iter().enumerate() {
+                    if values.len() != len * h || len > seq_len {
+                        return Err(format!(
+                            "internal: hidden states of {} values for {len} tokens",
+                            values.len()
+                        ));
+                    }
+                    states[r * seq_len * h..r * seq_len * h + len * h].copy_from_slice(values);
+                    mask_data[r * seq_len..r * seq_len + len].fill(1);
+                }
+                let tensor =
+                    Tensor::from_array(([n, seq_len, h], states)).map_err(|e| e.to_string())?;
+                vec![
+                    (Cow::from(hidden.as_str()), tensor.into()),
+                    (
+                        Cow::from(mask.name.as_str()),
+                        id_tensor(mask, [n, seq_len], mask_data)?,
+                    ),
+                ]
+            }
+            _ => return Err("internal: segment fed the wrong kind of input".into()),
+        };
+        let mut session = segment
+            .session
+            .lock()
+            .map_err(|_| "the segment's session was poisoned by an earlier panic".to_string())?;
+        let began = Instant::now();
+        let outputs = session.run(inputs).map_err(|e| e.to_string())?;
+        let ms = began.elapsed().as_secs_f64() * 1e3;
+        let widths = segment.widths.len();
+        let (shape, data) = float_output(&outputs, &segment.logits)?;
+        if shape != [rows as i64, widths as i64] {
+            return Err(format!(
+                "output `{}` has shape {shape:?}; expected [{rows}, {widths}] (one column per \
+                 width {:?})",
+                segment.logits, segment.widths
+            ));
+        }
+        let logits = data.to_vec();
+        let hidden = match (&segment.hidden_out, want_hidden) {
+            (Some(name), true) => {
+                let (shape, data) = float_output(&outputs, name)?;
+                if shape != [rows as i64, seq_len as i64, h as i64] {
+                    return Err(format!(
+                        "output `{name}` has shape {shape:?}; expected [{rows}, {seq_len}, {h}] \
+                         (hidden_size {h} in the manifest)"
+                    ));
+                }
+                Some(data.to_vec())
+            }
+            _ => None,
+        };
+        Ok(SegmentOut { logits, hidden, ms })
+    }
+
+    /// Scores `docs` under `budget`.
+    pub fn rerank(
+        &self,
+        encoder: &PairEncoder,
+        config: &CrossEncoderConfig,
+        device: &str,
+        query: &str,
+        docs: &[RerankDoc<'_>],
+        budget: &Budget,
+    ) -> Result<RerankOutput, RerankError> {
+        let mut stats = RerankStats {
+            device: device.to_string(),
+            ..RerankStats::default()
+        };
+        let began = Instant::now();
+        let query_tokens = encoder.query_tokens(query)?;
+        let n = docs.len();
+        let (plan, encoded) = match budget {
+            Budget::LatencyMs(ms) => {
+                let table = self.usable_cost_table(device)?;
+                let encoded = encoder.encode_docs(&query_tokens, docs)?;
+                let windows = window_lengths(&encoded);
+                let spent = began.elapsed().as_secs_f64() * 1e3;
+                let choice = cost::choose_plan(&table, self, config, *ms, spent, &windows)?;
+                stats.budget_note = choice.note;
+                (choice.plan, encoded)
+            }
+            other => {
+                let plan = self.resolve(other)?;
+                let first = plan
+                    .steps
+                    .first()
+                    .and_then(|s| s.keep)
+                    .unwrap_or(usize::MAX)
+                    .min(n);
+                (plan, encoder.encode_docs(&query_tokens, &docs[..first])?)
+            }
+        };
+        stats.plan = plan.to_string();
+        stats.tokenize_ms = began.elapsed().as_secs_f64() * 1e3;
+        let (scores, traces) = self.execute(encoder, config, &encoded, n, &plan, &mut stats)?;
+        Ok(RerankOutput {
+            scores,
+            traces,
+            stats,
+        })
+    }
+
+    /// The loaded cost table, checked against the device and precision the model runs with.
+    pub fn usable_cost_table(&self, device: &str) -> Result<CostTable, RerankError> {
+        let guard = self
+            .cost
+            .read()
+            .map_err(|_| run_err("cost table lock poisoned"))?;
+        let dir = self
+            .manifest_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(COST_FILE);
+        let table = match &*guard {
+            Err(e) => {
+                return Err(RerankError::Invalid(format!(
+                    "latency budgets need a usable cost table, but {e}; run `sieve calibrate` \
+                     to measure it again"
+                )));
+            }
+            Ok(None) => {
+                return Err(RerankError::Invalid(format!(
+                    "latency budgets need the model's measured costs ({} does not exist): run \
+                     `sieve calibrate` first",
+                    dir.display()
+                )));
+            }
+            Ok(Some(t)) => t.clone(),
+        };
+        if table.device != device || table.precision != self.precision {
+            return Err(RerankError::Invalid(format!(
+                "the cost table {} was measured on {} ({}) but the model runs on {device} ({}): \
+                 run `sieve calibrate` on this device",
+                dir.display(),
+                table.device,
+                table.precision,
+                self.precision
+            )));
+        }
+        Ok(table)
+    }
+
+    /// Runs `plan` over the documents whose windows are in `encoded` (the first documents of the
+    /// call, `n` in all), returning one score and one trace per document.
+    fn execute(
+        &self,
+        encoder: &PairEncoder,
+        config: &CrossEncoderConfig,
+        encoded: &EncodedDocs,
+        n: usize,
+        plan: &Plan,
+        stats: &mut RerankStats,
+    ) -> Result<(Vec<RerankScore>, Vec<ExitTrace>), RerankError> {
+        let unscored = RerankScore {
+            raw: 0.0,
+            calibrated: 0.0,
+            windows: 0,
+            best_window: 0,
+        };
+        let mut scores = vec![unscored; n];
+        let mut traces = vec![
+            ExitTrace {
+                exits: Vec::new(),
+                pruned_at: Some(0),
+            };
+            n
+        ];
+        let steps: Vec<(PlanStep, usize)> = plan
+            .steps
+            .iter()
+            .map(|s| {
+                self.segment_of(s.layer)
+                    .map(|seg| (*s, seg))
+                    .ok_or_else(|| {
+                        RerankError::Invalid(format!("plan {plan}: no exit at layer {}", s.layer))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let Some(&(_, last_segment)) = steps.last() else {
+            return Ok((scores, traces));
+        };
+        let first = steps[0].0.keep.unwrap_or(usize::MAX).min(n);
+        if first > encoded.windows.len() {
+            return Err(run_err(
+                "internal: fewer encoded documents than the plan scores",
+            ));
+        }
+        let pairs = &encoded.pairs;
+        let mut hidden: Vec<Option<Vec<f32>>> = vec![None; pairs.len()];
+        let mut logits: Vec<Vec<Vec<f32>>> = vec![Vec::new(); pairs.len()];
+        let mut active: Vec<usize> = (0..first).collect();
+        let mut step_score = vec![0f32; n];
+        let mut done = 0; // segments run so far
+        let mut previous_layer = 0;
+        stats.pairs = active.iter().map(|&d| encoded.windows[d].len()).sum();
+        for (i, &(step, target)) in steps.iter().enumerate() {
+            if i > 0 {
+                let keep = step.keep.unwrap_or(usize::MAX).min(active.len());
+                let mut ranked = active.clone();
+                ranked.sort_by(|&a, &b| step_score[b].total_cmp(&step_score[a]).then(a.cmp(&b)));
+                for &d in &ranked[keep..] {
+                    traces[d].pruned_at = Some(previous_layer);
+                    for p in encoded.windows[d].clone() {
+                        hidden[p] = None;
+                    }
+                }
+                ranked.truncate(keep);
+                ranked.sort_unstable();
+                active = ranked;
+            }
+            if active.is_empty() {
+                break;
+            }
+            let active_pairs: Vec<usize> = active
+                .iter()
+                .flat_map(|&d| encoded.windows[d].clone())
+                .collect();
+            for s in done..=target {
+                let keep_hidden = s < last_segment;
+                self.run_segment_over(
+                    s,
+                    &active_pairs,
+                    pairs,
+                    &mut hidden,
+                    &mut logits,
+                    keep_hidden,
+                    encoder.pad_id,
+                    config,
+                    stats,
+                )?;
+                let segment = &self.segments[s];
+                for &d in &active {
+                    for (j, &width) in segment.widths.iter().enumerate() {
+                        let raw: Vec<f32> = encoded.windows[d]
+                            .clone()
+                            .map(|p| logits[p][s][j])
+                            .collect();
+                        traces[d].exits.push(ExitScore {
+                            layer: segment.exit_layer,
+                            width,
+                            raw: config.aggregation.combine(&raw).0,
+                        });
+                    }
+                }
+            }
+            done = target + 1;
+            let column = self.segments[target]
+                .widths
+                .iter()
+                .position(|&w| w == step.width)
+                .ok_or_else(|| {
+                    RerankError::Invalid(format!(
+                        "plan {plan}: exit {} has no width {}",
+                        step.layer, step.width
+                    ))
+                })?;
+            for &d in &active {
+                let raw: Vec<f32> = encoded.windows[d]
+                    .clone()
+                    .map(|p| logits[p][target][column])
+                    .collect();
+                let (score, best_window) = config.aggregation.combine(&raw);
+                step_score[d] = score;
+                scores[d] = RerankScore {
+                    raw: score,
+                    calibrated: self.calibrate(step.layer, step.width, score),
+                    windows: raw.len(),
+                    best_window,
+                };
+                traces[d].pruned_at = None;
+            }
+            previous_layer = step.layer;
+        }
+        Ok((scores, traces))
+    }
+
+    /// Runs segment `s` over the pairs `members` in length-sorted, token-budgeted batches,
+    /// storing each pair's logits and (when `keep_hidden`) its hidden states for the next segment.
+    #[allow(clippy::too_many_arguments)]
+    fn run_segment_over(
+        &self,
+        s: usize,
+        members: &[usize],
+        pairs: &[Pair],
+        hidden: &mut [Option<Vec<f32>>],
+        logits: &mut [Vec<Vec<f32>>],
+        keep_hidden: bool,
+        pad_id: u32,
+        config: &CrossEncoderConfig,
+        stats: &mut RerankStats,
+    ) -> Result<(), RerankError> {
+        let segment = &self.segments[s];
+        let h = self.hidden_size();
+        let widths = segment.widths.len();
+        let lengths: Vec<usize> = members.iter().map(|&p| pairs[p].ids.len()).collect();
+        let mut ms = 0.0;
+        let failed = |e: String| {
+            run_err(format!(
+                "segment {} ({}): {e}",
+                segment.number,
+                segment.path.display()
+            ))
+        };
+        for batch in plan_batches(&lengths, config.batch_tokens, config.max_batch) {
+            let rows: Vec<usize> = batch.members.iter().map(|&k| members[k]).collect();
+            let out = if s == 0 {
+                let batch_pairs: Vec<&Pair> = rows.iter().map(|&p| &pairs[p]).collect();
+                self.run_segment(
+                    segment,
+                    Feed::Ids(&batch_pairs),
+                    batch.seq_len,
+                    pad_id,
+                    keep_hidden,
+                )
+            } else {
+                let mut feed = Vec::with_capacity(rows.len());
+                for &p in &rows {
+                    let states = hidden[p].as_deref().ok_or_else(|| {
+                        run_err(format!(
+                            "internal: no hidden states for segment {}",
+                            segment.number
+                        ))
+                    })?;
+                    feed.push((states, pairs[p].ids.len()));
+                }
+                self.run_segment(
+                    segment,
+                    Feed::Hidden(&feed),
+                    batch.seq_len,
+                    pad_id,
+                    keep_hidden,
+                )
+            }
+            .map_err(failed)?;
+            ms += out.ms;
+            for (r, &p) in rows.iter().enumerate() {
+                let row = &out.logits[r * widths..(r + 1) * widths];
+                if let Some(bad) = row.iter().find(|v| !v.is_finite()) {
+                    return Err(failed(format!(
+                        "non-finite score ({bad}) for document {}",
+                        pairs[p].doc
+                    )));
+                }
+                if logits[p].len() <= s {
+                    logits[p].resize(s + 1, Vec::new());
+                }
+                logits[p][s] = row.to_vec();
+                hidden[p] = match &out.hidden {
+                    Some(states) if keep_hidden => {
+                        let start = r * batch.seq_len * h;
+                        Some(states[start..start + pairs[p].ids.len() * h].to_vec())
+                    }
+                    _ => None,
+                };
+            }
+            stats.batches += 1;
+            stats.padded_tokens += rows.len() * batch.seq_len;
+        }
+        stats.model_ms += ms;
+        stats.segments.push(SegmentTiming {
+            segment: segment.number,
+            exit_layer: segment.exit_layer,
+            pairs: members.len(),
+            ms,
+        });
+        Ok(())
+    }
+}
+
+/// Per document, the token lengths of its windows.
+pub(crate) fn window_lengths(encoded: &EncodedDocs) -> Vec<Vec<usize>> {
+    encoded
+        .windows
+        .iter()
+        .map(|w| w.clone().map(|p| encoded.pairs[p].ids.len()).collect())
+        .collect()
+}
+
+/// The file of a segment for the configured precision, falling back to the other precision when
+/// the preferred file is missing.
+fn choose_file(
+    spec: &ManifestSegment,
+    model_dir: &Path,
+    config: &CrossEncoderConfig,
+) -> Result<(PathBuf, bool), RerankError> {
+    let prefer_int8 = match config.precision {
+        Precision::Auto => config.session.device == Device::Cpu,
+        Precision::Int8 => true,
+        Precision::Fp32 => false,
+    };
+    let fp32 = Some((model_dir.join(&spec.file), false));
+    let int8 = spec.file_int8.as_ref().map(|f| (model_dir.join(f), true));
+    let order = if prefer_int8 {
+        [int8, fp32]
+    } else {
+        [fp32, int8]
+    };
+    for (path, is_int8) in order.iter().flatten() {
+        if path.is_file() {
+            return Ok((path.clone(), *is_int8));
+        }
+    }
+    let named: Vec<String> = order
+        .iter()
+        .flatten()
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    Err(load_err(format!(
+        "segment {}: no model file: {} does not exist",
+        spec.segment,
+        named.join(" nor ")
+    )))
+}
+
+/// Checks a segment's graph: inputs (ids for the first, hidden states + mask for the others) and
+/// outputs (`logits`, and `hidden_states_out` except on the last).
+fn inspect_segment(
+    session: &Session,
+    path: &Path,
+    first: bool,
+    last: bool,
+) -> Result<(SegmentInput, Option<String>, String), RerankError> {
+    let unsupported = |message: String| {
+        load_err(format!(
+            "segment {} cannot be used: {message}",
+            path.display()
+        ))
+    };
+    let inputs = session.inputs();
+    let input = if first {
+        SegmentInput::Ids(id_inputs(inputs, &unsupported)?)
+    } else {
+        let names: Vec<&str> = inputs.iter().map(|i| i.name()).collect();
+        let hidden = inputs
+            .iter()
+            .find(|i| i.name() == "hidden_states")
+            .ok_or_else(|| unsupported(format!("no `hidden_states` input (inputs: {names:?})")))?;
+        if hidden.dtype().tensor_type() != Some(TensorElementType::Float32)
+            || hidden.dtype().tensor_shape().is_some_and(|s| s.len() != 3)
+        {
+            return Err(unsupported(format!(
+                "input `hidden_states` is {}; expected float32 [batch, seq, hidden]",
+                hidden.dtype()
+            )));
+        }
+        let mask = id_input(inputs, "attention_mask", &unsupported)?
+            .ok_or_else(|| unsupported(format!("no `attention_mask` input (inputs: {names:?})")))?;
+        only_inputs(inputs, &["hidden_states", "attention_mask"], &unsupported)?;
+        SegmentInput::Hidden {
+            hidden: "hidden_states".into(),
+            mask,
+        }
+    };
+    let outputs = session.outputs();
+    let names: Vec<&str> = outputs.iter().map(|o| o.name()).collect();
+    let float_output = |name: &str, rank: usize| -> Result<Option<String>, RerankError> {
+        let Some(o) = outputs.iter().find(|o| o.name() == name) else {
+            return Ok(None);
+        };
+        if o.dtype().tensor_type() != Some(TensorElementType::Float32)
+            || o.dtype().tensor_shape().is_some_and(|s| s.len() != rank)
+        {
+            return Err(unsupported(format!(
+                "output `{name}` is {}; expected a float32 tensor of rank {rank}",
+                o.dtype()
+            )));
+        }
+        Ok(Some(name.to_string()))
+    };
+    let logits = float_output("logits", 2)?
+        .ok_or_else(|| unsupported(format!("no `logits` output (outputs: {names:?})")))?;
+    let hidden_out = float_output("hidden_states_out", 3)?;
+    if hidden_out.is_none() && !last {
+        return Err(unsupported(format!(
+            "no `hidden_states_out` output (outputs: {names:?}); every segment but the last \
+             must pass its hidden states on"
+        )));
+    }
+    Ok((input, hidden_out, logits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(exits: &[u32]) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT.into(),
+            name: None,
+            max_length: 256,
+            query_cap: 64,
+            hidden_size: 8,
+            token_type_ids: None,
+            exits: Vec::new(),
+            segments: exits
+                .iter()
+                .enumerate()
+                .map(|(i, &layer)| ManifestSegment {
+                    segment: i as u32 + 1,
+                    layers: Vec::new(),
+                    exit_layer: layer,
+                    widths: vec![96, 384],
+                    file: format!("seg{}.onnx", i + 1),
+                    file_int8: None,
+                    heads: Vec::new(),
+                })
+                .collect(),
+            full: None,
+            calibration: None,
+            profiles: BTreeMap::new(),
+            default_profile: None,
+            blend: None,
+        }
+    }
+
+    #[test]
+    fn plans_print_in_budget_syntax() {
+        assert_eq!(Plan::exit(6, 384).to_string(), "6:384");
+        let step = |keep, layer, width| PlanStep {
+            keep: Some(keep),
+            layer,
+            width,
+        };
+        let cascade = Plan {
+            steps: vec![step(100, 2, 384), step(30, 6, 96)],
+        };
+        assert_eq!(cascade.to_string(), "100@2:384,30@6:96");
+        assert_eq!(
+            Budget::parse(&cascade.to_string()),
+            Ok(Budget::Cascade(vec![
+                CascadeStep {
+                    keep: 100,
+                    layer: 2,
+                    width: Some(384)
+                },
+                CascadeStep {
+                    keep: 30,
+                    layer: 6,
+                    width: Some(96)
+                },
+            ]))
+        );
+        assert_eq!(cascade.reaching_last(500), 30);
+        assert_eq!(cascade.reaching_last(10), 10);
+        assert_eq!(Plan::exit(2, 8).reaching_last(7), 7);
+    }
+
+    #[test]
+    fn default_profiles_pick_first_middle_and_last_exits_at_the_widest_width() {
+        let names = |exits: &[u32]| -> Vec<String> {
+            manifest(exits)
+                .profiles()
+                .map(|p| p.iter().map(|(k, v)| format!("{k}={v}")).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            names(&[2, 4, 6]),
+            ["balanced=4:384", "fast=2:384", "full=6:384"]
+        );
+        assert_eq!(
+            names(&[3, 6]),
+            ["balanced=3:384", "fast=3:384", "full=6:384"]
+        );
+        assert_eq!(
+            names(&[12]),
+            ["balanced=12:384", "fast=12:384", "full=12:384"]
+        );
+        assert_eq!(manifest(&[2, 4]).validate(), Ok(()));
+        assert!(
+            manifest(&[])
+                .validate()
+                .is_err_and(|e| e.contains("no segments"))
+        );
+        assert!(
+            manifest(&[4, 2])
+                .validate()
+                .is_err_and(|e| e.contains("exit_layer 2"))
+        );
+    }
+
+    #[test]
+    fn manifest_paths_are_detected() {
+        let dir = std::env::temp_dir().join(format!("sieve-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        assert_eq!(manifest_in(&dir), None);
+        std::fs::write(dir.join(MANIFEST_FILE), "{}").ok();
+        assert_eq!(manifest_in(&dir), Some(dir.join(MANIFEST_FILE)));
+        assert_eq!(
+            manifest_in(&dir.join(MANIFEST_FILE)),
+            Some(dir.join(MANIFEST_FILE))
+        );
+        assert_eq!(manifest_in(&dir.join("model.onnx")), None);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
