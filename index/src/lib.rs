@@ -21,6 +21,7 @@ pub mod dense;
 pub mod docstore;
 mod error;
 pub mod ingest;
+pub mod jsonl;
 pub mod manifest;
 mod reader;
 

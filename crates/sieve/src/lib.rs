@@ -20,13 +20,14 @@ mod pipeline;
 mod retrievers;
 
 pub use pipeline::{
-    FirstStage, Hit, Mode, OpenOptions, RerankReport, RerankSettings, SearchRequest,
-    SearchResponse, Sieve, SieveError, Timings,
+    BlendChoice, FirstStage, Hit, Mode, OpenOptions, RerankReport, RerankSettings, SearchRequest,
+    SearchResponse, Sieve, SieveError, Timings, rerank_order,
 };
 pub use retrievers::{Bm25Retriever, DenseRetriever};
 pub use sieve_core::{
-    Candidate, FusedCandidate, Fusion, FusionSpec, RankedList, RerankDoc, RerankError,
-    RerankOutput, RerankScore, RerankStats, Reranker, Retriever, Rrf, StageScore, WeightedFusion,
+    Budget, Candidate, CascadeStep, ExitScore, ExitTrace, FusedCandidate, Fusion, FusionSpec,
+    RankedList, RerankDoc, RerankError, RerankOutput, RerankScore, RerankStats, Reranker,
+    Retriever, Rrf, SegmentTiming, StageScore, WeightedFusion,
 };
 pub use sieve_index::SieveIndex;
 

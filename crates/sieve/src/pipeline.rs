@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sieve_core::{
-    FusedCandidate, FusedList, FusionSpec, RankedList, RerankDoc, RerankError, RerankScore,
-    RerankStats, Reranker, RetrieveError, Retriever, StageScore,
+    Budget, ExitTrace, FusedCandidate, FusedList, FusionSpec, RankedList, RerankDoc, RerankError,
+    RerankOutput, RerankScore, RerankStats, Reranker, RetrieveError, Retriever, StageScore,
 };
 use sieve_embed::{BiEncoder, EmbedderConfig};
 use sieve_index::{IndexError, SieveIndex};
@@ -103,12 +103,18 @@ pub struct SearchRequest {
 }
 
 /// How the rerank stage runs for one request.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RerankSettings {
     /// How many fused candidates are reranked (the rerank window).
     pub window: usize,
     /// Drop reranked results whose calibrated score is below this.
     pub min_score: Option<f32>,
+    /// How much of a Matryoshka reranker to spend (exit, cascade, profile, latency).
+    #[serde(default)]
+    pub budget: Budget,
+    /// Whether and how the reranker's score is blended with the fused first-stage score.
+    #[serde(default)]
+    pub blend: BlendChoice,
 }
 
 impl Default for RerankSettings {
@@ -116,8 +122,114 @@ impl Default for RerankSettings {
         Self {
             window: 100,
             min_score: None,
+            budget: Budget::Default,
+            blend: BlendChoice::Model,
         }
     }
+}
+
+/// How the final order of the rerank window is computed from the reranker's and the fused scores.
+///
+/// A blend is `w·r + (1−w)·f`, where `r` and `f` are the reranker's raw scores and the fused scores
+/// min-max normalised over the reranked candidates: `w = 1` is the pure reranker order, `w = 0`
+/// the fused order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlendChoice {
+    /// The weight the model's manifest recommends (fitted on held-out data), else the pure
+    /// reranker order.
+    #[default]
+    Model,
+    /// The pure reranker order.
+    Off,
+    /// This weight of the reranker's score, in `[0, 1]`.
+    Weight(f32),
+}
+
+impl BlendChoice {
+    /// The reranker weight to use with `reranker`; `None` = the pure reranker order.
+    pub fn weight_for(self, reranker: &dyn Reranker) -> Option<f32> {
+        match self {
+            BlendChoice::Model => reranker.recommended_blend(),
+            BlendChoice::Off => None,
+            BlendChoice::Weight(w) => Some(w),
+        }
+    }
+}
+
+/// The final order of a reranked window: positions (0-based, into the window) best first, and
+/// each one's final score.
+///
+/// Candidates are ordered in tiers by how deep a cascade carried them (survivors of the last
+/// step first, then those pruned at the previous step, ..., then any left unscored, in fused
+/// order); within a tier by the blended score when `blend` is set, else by the reranker's raw
+/// score. Ties keep the fused order. `fused_scores` are the window's fused scores, in order.
+pub fn rerank_order(
+    output: &RerankOutput,
+    fused_scores: &[f32],
+    blend: Option<f32>,
+) -> Vec<(usize, f32)> {
+    let n = output.scores.len().min(fused_scores.len());
+    // Depth tier: higher = reached deeper. Unscored (pruned_at 0) lowest.
+    let tier = |i: usize| -> i64 {
+        match output.traces.get(i).map(|t| t.pruned_at) {
+            None | Some(None) => i64::MAX,
+            Some(Some(layer)) => i64::from(layer),
+        }
+    };
+    let final_score: Vec<f32> = match blend {
+        None => output.scores[..n].iter().map(|s| s.raw).collect(),
+        Some(w) => {
+            let w = w.clamp(0.0, 1.0);
+            // Normalise the reranker's scores within each tier (a tier's scores come from one
+            // head) and the fused scores over the whole window.
+            let fused = min_max(&fused_scores[..n]);
+            let mut blended = vec![0.0f32; n];
+            let mut tiers: Vec<i64> = (0..n).map(tier).collect();
+            tiers.sort_unstable();
+            tiers.dedup();
+            for t in tiers {
+                let members: Vec<usize> = (0..n).filter(|&i| tier(i) == t).collect();
+                let raw: Vec<f32> = members.iter().map(|&i| output.scores[i].raw).collect();
+                for (&i, r) in members.iter().zip(min_max(&raw)) {
+                    blended[i] = if t == 0 {
+                        fused[i]
+                    } else {
+                        w * r + (1.0 - w) * fused[i]
+                    };
+                }
+            }
+            blended
+        }
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| {
+        let unscored = |i: usize| tier(i) == 0;
+        tier(b)
+            .cmp(&tier(a))
+            .then_with(|| {
+                if unscored(a) && unscored(b) {
+                    std::cmp::Ordering::Equal
+                } else {
+                    final_score[b].total_cmp(&final_score[a])
+                }
+            })
+            .then(a.cmp(&b))
+    });
+    order.into_iter().map(|i| (i, final_score[i])).collect()
+}
+
+/// Min-max normalisation to `[0, 1]`; all-equal inputs map to 1.
+fn min_max(values: &[f32]) -> Vec<f32> {
+    let (lo, hi) = values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    values
+        .iter()
+        .map(|&v| if hi > lo { (v - lo) / (hi - lo) } else { 1.0 })
+        .collect()
 }
 
 impl SearchRequest {
@@ -161,7 +273,8 @@ pub struct Hit {
     pub rank: usize,
     /// The document's id.
     pub id: String,
-    /// The final score: the reranker's raw score when reranked, else the fused score.
+    /// The final score: when reranked, the reranker's raw score, or the blend of the normalised
+    /// reranker and fused scores when a blend is on; else the fused score.
     pub score: f32,
     /// Rank and score after fusion (the stage's own in single-retriever modes).
     pub fused: StageScore,
@@ -171,6 +284,10 @@ pub struct Hit {
     pub dense: Option<StageScore>,
     /// The rerank score (raw, calibrated, windows), when the rerank stage scored it.
     pub rerank: Option<RerankScore>,
+    /// For Matryoshka rerankers: the score at every exit the candidate reached and where a
+    /// cascade pruned it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exits: Option<ExitTrace>,
     /// Title (may be empty).
     pub title: String,
     /// Body text.
@@ -205,6 +322,8 @@ pub struct RerankReport {
     pub window: usize,
     /// Reranked candidates dropped by `min_score`.
     pub below_min_score: usize,
+    /// The reranker weight of the blend with the fused score (`None`: pure reranker order).
+    pub blend: Option<f32>,
     /// Pairs, batches, tokens and time inside the reranker.
     pub stats: RerankStats,
 }
@@ -391,7 +510,7 @@ impl Sieve {
             rerank: None,
             timings: stage.timings.clone(),
         };
-        let (Some(reranker), Some(settings)) = (reranker, request.rerank) else {
+        let (Some(reranker), Some(settings)) = (reranker, request.rerank.as_ref()) else {
             let fetch_started = Instant::now();
             response.hits = self.fused_hits(&stage, request.k)?;
             response.timings.fetch_ms = fetch_started.elapsed().as_secs_f64() * 1e3;
@@ -414,7 +533,8 @@ impl Sieve {
             })
             .collect();
         let rerank_started = Instant::now();
-        let output = match reranker.rerank(&request.query, &rerank_docs) {
+        let output = match reranker.rerank_budgeted(&request.query, &rerank_docs, &settings.budget)
+        {
             Ok(output) if output.scores.len() == window => output,
             Ok(output) => {
                 return Err(self.rerank_failed(
@@ -434,27 +554,30 @@ impl Sieve {
         };
         response.timings.rerank_ms = rerank_started.elapsed().as_secs_f64() * 1e3;
 
-        // Reranked window by raw score (ties keep the fused order), then the min-score filter.
-        let mut order: Vec<usize> = (0..window).collect();
-        order.sort_by(|&a, &b| {
-            output.scores[b]
-                .raw
-                .total_cmp(&output.scores[a].raw)
-                .then(a.cmp(&b))
-        });
-        let threshold = settings.min_score.unwrap_or(f32::NEG_INFINITY);
-        let passing: Vec<usize> = order
+        // The reranked window in its final order (cascade tiers, blend), then the min-score
+        // filter on the calibrated score (never-scored candidates cannot pass a threshold).
+        let blend = settings.blend.weight_for(reranker.as_ref());
+        let fused_scores: Vec<f32> = stage.fused[..window].iter().map(|c| c.score).collect();
+        let order = rerank_order(&output, &fused_scores, blend);
+        let unscored = |i: usize| matches!(output.traces.get(i), Some(t) if t.pruned_at == Some(0));
+        let passing: Vec<(usize, f32)> = order
             .into_iter()
-            .filter(|&i| output.scores[i].calibrated >= threshold)
+            .filter(|&(i, _)| match settings.min_score {
+                Some(threshold) => !unscored(i) && output.scores[i].calibrated >= threshold,
+                None => true,
+            })
             .collect();
         let below_min_score = window - passing.len();
-        for &i in passing.iter().take(request.k) {
+        for &(i, score) in passing.iter().take(request.k) {
             let candidate = &stage.fused[i];
             let doc = docs[i].clone();
             let mut hit = self.hit(&stage, candidate, i, doc);
             hit.rank = response.hits.len() + 1;
-            hit.score = output.scores[i].raw;
-            hit.rerank = Some(output.scores[i]);
+            if !unscored(i) {
+                hit.score = score;
+                hit.rerank = Some(output.scores[i]);
+                hit.exits = output.traces.get(i).cloned();
+            }
             response.hits.push(hit);
         }
         // Without a threshold, candidates beyond the window follow in fused order.
@@ -480,6 +603,7 @@ impl Sieve {
             model: reranker.describe(),
             window,
             below_min_score,
+            blend,
             stats: output.stats,
         });
         response.timings.total_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -551,6 +675,7 @@ impl Sieve {
             bm25: stage_of("bm25"),
             dense: stage_of("dense"),
             rerank: None,
+            exits: None,
             title: doc.title,
             text: doc.text,
         }
@@ -581,4 +706,89 @@ fn passthrough(list: &RankedList) -> FusedList {
             })],
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sieve_core::ExitScore;
+
+    fn score(raw: f32) -> RerankScore {
+        RerankScore {
+            raw,
+            calibrated: sieve_core::sigmoid(raw),
+            windows: 1,
+            best_window: 0,
+        }
+    }
+
+    fn output(raws: &[f32], pruned: &[Option<u32>]) -> RerankOutput {
+        RerankOutput {
+            scores: raws.iter().map(|&r| score(r)).collect(),
+            traces: pruned
+                .iter()
+                .zip(raws)
+                .map(|(&p, &raw)| ExitTrace {
+                    exits: vec![ExitScore {
+                        layer: 2,
+                        width: 384,
+                        raw,
+                    }],
+                    pruned_at: p,
+                })
+                .collect(),
+            stats: RerankStats::default(),
+        }
+    }
+
+    #[test]
+    fn pure_order_is_by_raw_score_ties_keep_fused_order() {
+        let out = RerankOutput {
+            scores: [0.5, 2.0, 0.5, -1.0].iter().map(|&r| score(r)).collect(),
+            ..Default::default()
+        };
+        let order: Vec<usize> = rerank_order(&out, &[4.0, 3.0, 2.0, 1.0], None)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(order, vec![1, 0, 2, 3]);
+    }
+
+    #[test]
+    fn cascade_survivors_come_before_pruned_and_unscored_keep_fused_order() {
+        // 0,1 reached the end; 2,3 were pruned at layer 2 (one with a high shallow score);
+        // 4,5 were never scored.
+        let out = output(
+            &[0.1, 0.9, 5.0, 0.3, 0.0, 0.0],
+            &[None, None, Some(2), Some(2), Some(0), Some(0)],
+        );
+        let order: Vec<usize> = rerank_order(&out, &[6.0, 5.0, 4.0, 3.0, 2.0, 1.0], None)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(order, vec![1, 0, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn blend_weights_move_between_fused_and_reranker_order() {
+        // The reranker reverses the fused order.
+        let out = RerankOutput {
+            scores: [0.0, 1.0, 2.0].iter().map(|&r| score(r)).collect(),
+            ..Default::default()
+        };
+        let fused = [3.0, 2.0, 1.0];
+        let ids = |w: f32| -> Vec<usize> {
+            rerank_order(&out, &fused, Some(w))
+                .into_iter()
+                .map(|(i, _)| i)
+                .collect()
+        };
+        assert_eq!(ids(1.0), vec![2, 1, 0]);
+        assert_eq!(ids(0.0), vec![0, 1, 2]);
+        // w = 0.5: every blended score is 0.5, ties keep the fused order.
+        assert_eq!(ids(0.5), vec![0, 1, 2]);
+        let scored = rerank_order(&out, &fused, Some(0.75));
+        assert_eq!(scored[0].0, 2);
+        assert!((scored[0].1 - 0.75).abs() < 1e-6);
+    }
 }
