@@ -347,3 +347,208 @@ fn dataset_eval_scores_exactly_the_queries_it_runs() {
         "one TREC run per stage"
     );
 }
+
+/// The toy lexical cross-encoder the rerank tests use (a real ONNX graph; see
+/// plugins/sieve-rerank-onnx/tests/fixtures/make_fixtures.py).
+fn toy_reranker() -> String {
+    repo_root()
+        .join("plugins/sieve-rerank-onnx/tests/fixtures/lexical")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn run_lines(path: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let p: Vec<&str> = l.split_whitespace().collect();
+            (p[0].to_string(), p[2].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn eval_reranks_exactly_the_fused_window_and_a_given_run_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let sample = repo_root().join("examples/sample");
+    let reranker = toy_reranker();
+    let eval = |extra: &[&str], report: &std::path::Path| {
+        let mut args = vec![
+            "eval",
+            "--dataset",
+            sample.to_str().unwrap(),
+            "--index-dir",
+            sample_index().to_str().unwrap(),
+            "--max-queries",
+            "6",
+            "--reranker",
+            reranker.as_str(),
+            "--window",
+            "5",
+            "--blend",
+            "0.5",
+            "--json",
+            report.to_str().unwrap(),
+            "--run-dir",
+            runs.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let output = run_sieve(&args);
+        let (stdout, stderr) = texts(&output);
+        assert!(output.status.success(), "{stderr}");
+        assert!(!stderr.contains("panicked"));
+        (
+            stdout,
+            serde_json::from_slice::<Value>(&std::fs::read(report).unwrap()).unwrap(),
+        )
+    };
+    let (stdout, own) = eval(&["--stages", "hybrid,rerank"], &dir.path().join("own.json"));
+    let report = &own;
+    assert!(stdout.contains("rerank default"), "{stdout}");
+    let names: Vec<&str> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["hybrid", "rerank default", "rerank default + blend 0.50"]
+    );
+    let rerank = &report["stages"][1];
+    assert!(rerank["rerank_latency"]["p50_ms"].as_f64().unwrap() > 0.0);
+    assert!(
+        rerank["latency"]["mean_ms"].as_f64().unwrap()
+            >= rerank["rerank_latency"]["mean_ms"].as_f64().unwrap(),
+        "end-to-end latency includes the first stage"
+    );
+
+    // Per query, the reranked run holds the same documents as the hybrid run: the window is
+    // permuted, the rest keeps its place.
+    let hybrid = run_lines(&runs.join("sample-test-hybrid.trec"));
+    let reranked = run_lines(&runs.join("sample-test-rerank_default.trec"));
+    assert_eq!(hybrid.len(), reranked.len());
+    let by_query = |lines: &[(String, String)]| {
+        let mut map: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (q, d) in lines {
+            map.entry(q.clone()).or_default().push(d.clone());
+        }
+        map
+    };
+    let (h, r) = (by_query(&hybrid), by_query(&reranked));
+    assert_eq!(h.len(), 6);
+    for (q, docs) in &h {
+        let mut window_h = docs[..5].to_vec();
+        let mut window_r = r[q][..5].to_vec();
+        window_h.sort();
+        window_r.sort();
+        assert_eq!(window_h, window_r, "query {q}: same window");
+        assert_eq!(docs[5..], r[q][5..], "query {q}: the rest in fused order");
+    }
+
+    // Reranking the hybrid run file given from outside gives the very same rerank run.
+    let given = runs.join("given-hybrid.trec");
+    std::fs::copy(runs.join("sample-test-hybrid.trec"), &given).unwrap();
+    let (_, report) = eval(
+        &["--rerank-run", given.to_str().unwrap()],
+        &dir.path().join("given.json"),
+    );
+    let stages = report["stages"].as_array().unwrap();
+    assert!(stages[0]["stage"].as_str().unwrap().starts_with("run "));
+    assert_eq!(
+        stages[0]["metrics"]["ndcg@10"], own["stages"][0]["metrics"]["ndcg@10"],
+        "the given run is scored as is"
+    );
+    // The window is reranked identically. (Beyond it, the two runs may order exact score ties
+    // differently: sieve's fused order vs trec_eval's doc-id tie-break of the run file.)
+    let again = by_query(&run_lines(&runs.join("sample-test-rerank_default.trec")));
+    for (q, docs) in &r {
+        assert_eq!(docs[..5], again[q][..5], "query {q}: same window order");
+    }
+}
+
+#[test]
+fn eval_reads_a_beir_corpus_jsonl_and_names_a_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("jsonl-sample");
+    std::fs::create_dir_all(dataset.join("qrels")).unwrap();
+    let sample = repo_root().join("examples/sample");
+    std::fs::copy(sample.join("queries.jsonl"), dataset.join("queries.jsonl")).unwrap();
+    std::fs::copy(
+        sample.join("qrels/test.tsv"),
+        dataset.join("qrels/test.tsv"),
+    )
+    .unwrap();
+    // The sample corpus as BEIR JSONL.
+    let mut jsonl = String::new();
+    let mapping = sieve_index::ColumnMapping {
+        title: Some("title".into()),
+        ..Default::default()
+    };
+    sieve_index::ingest::read_documents(&[sample_corpus()], &mapping, 64, &mut |_, docs| {
+        for d in docs {
+            jsonl.push_str(
+                &serde_json::json!({"_id": d.id, "title": d.title, "text": d.text}).to_string(),
+            );
+            jsonl.push('\n');
+        }
+        Ok(())
+    })
+    .unwrap();
+    std::fs::write(dataset.join("corpus.jsonl"), &jsonl).unwrap();
+    let index = dir.path().join("index");
+    let output = sieve()
+        .current_dir(dir.path())
+        .args([
+            "eval",
+            "--dataset",
+            dataset.to_str().unwrap(),
+            "--index-dir",
+            index.to_str().unwrap(),
+            "--stages",
+            "bm25",
+            "--max-queries",
+            "4",
+            "--json",
+            dir.path().join("r.json").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("converted"), "{stderr}");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(index.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["counts"]["documents"], 120);
+
+    // A malformed line is named; nothing half-written is left behind.
+    std::fs::write(
+        dataset.join("corpus.jsonl"),
+        format!("{jsonl}{{\"_id\": \"x\", \"text\": \n"),
+    )
+    .unwrap();
+    let output = sieve()
+        .current_dir(dir.path())
+        .args([
+            "eval",
+            "--dataset",
+            dataset.to_str().unwrap(),
+            "--index-dir",
+            dir.path().join("index2").to_str().unwrap(),
+            "--stages",
+            "bm25",
+        ])
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&output);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("corpus.jsonl") && stderr.contains("row 121"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+    assert!(!dir.path().join("index2").exists());
+}

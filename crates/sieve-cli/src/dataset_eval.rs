@@ -11,22 +11,61 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use sieve::{FusionSpec, Mode, SearchRequest, Sieve};
+use sieve::{
+    BlendChoice, Budget, FusionSpec, Mode, RerankDoc, Reranker, SearchRequest, Sieve, rerank_order,
+};
 use sieve_eval::{
     Metric, MetricSpec, PlotPoint, Qrels, Run, evaluate, load_beir_queries, quality_cost_svg,
     write_trec,
 };
 use sieve_index::{BuildOptions, IndexBuilder, Manifest};
+use std::sync::Arc;
 
 use crate::progress::Bars;
 use crate::table::Table;
 use sieve_index::Progress;
 
+/// A stage `sieve eval` can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvalStage {
+    /// A first-stage mode (bm25, dense, hybrid).
+    First(Mode),
+    /// The hybrid stage's fused window, reranked (once per budget).
+    Rerank,
+}
+
+impl std::str::FromStr for EvalStage {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "rerank" => Ok(EvalStage::Rerank),
+            other => other.parse().map(EvalStage::First).map_err(|_| {
+                format!("unknown stage `{other}` (expected bm25, dense, hybrid or rerank)")
+            }),
+        }
+    }
+}
+
+/// How the rerank stage is evaluated.
+pub struct RerankEval {
+    /// The reranker.
+    pub reranker: Arc<dyn Reranker>,
+    /// Fused candidates reranked per query.
+    pub window: usize,
+    /// One rerank row per budget.
+    pub budgets: Vec<Budget>,
+    /// Blend choice; a blended row is added beside each pure one when it resolves to a weight.
+    pub blend: BlendChoice,
+}
+
 /// What `sieve eval --dataset` was asked to do.
 pub struct DatasetEval {
     pub dataset: PathBuf,
     pub split: String,
-    pub stages: Vec<Mode>,
+    pub stages: Vec<EvalStage>,
+    pub rerank: Option<RerankEval>,
+    pub rerank_run: Option<PathBuf>,
     pub fusion: FusionSpec,
     pub depth: usize,
     pub spec: MetricSpec,
@@ -53,7 +92,11 @@ pub struct StageReport {
     pub stage: String,
     pub metrics: std::collections::BTreeMap<String, f64>,
     pub queries: usize,
+    /// Per query, end to end (a rerank row: its first stage + the rerank).
     pub latency: Latency,
+    /// Per query, the rerank alone (rerank rows only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerank_latency: Option<Latency>,
     pub run_file: Option<PathBuf>,
 }
 
@@ -120,15 +163,274 @@ fn latency(mut samples: Vec<f64>) -> Latency {
     }
 }
 
-/// Builds (or reuses) the data set's index and returns its directory.
-fn ensure_index(job: &DatasetEval, name: &str, bars: &Bars) -> Result<PathBuf> {
-    let corpus = job.dataset.join("corpus.parquet");
-    if !corpus.is_file() {
+/// The data set's corpus as Parquet: `corpus.parquet`, or `corpus.jsonl` converted once into
+/// `.sieve/eval-cache/<name>-corpus.parquet` (redone when the JSONL is newer).
+fn corpus_parquet(dataset: &Path, name: &str, quiet: bool) -> Result<PathBuf> {
+    let parquet = dataset.join("corpus.parquet");
+    if parquet.is_file() {
+        return Ok(parquet);
+    }
+    let jsonl = dataset.join("corpus.jsonl");
+    if !jsonl.is_file() {
         bail!(
-            "{} not found: sieve eval reads the corpus as Parquet (columns id, title, text)",
-            corpus.display()
+            "{} has neither corpus.parquet nor corpus.jsonl (BEIR layout)",
+            dataset.display()
         );
     }
+    let converted = PathBuf::from(".sieve/eval-cache").join(format!("{name}-corpus.parquet"));
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = matches!((modified(&converted), modified(&jsonl)), (Some(c), Some(j)) if c >= j);
+    if !fresh {
+        if let Some(parent) = converted.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let docs = sieve_index::jsonl::beir_jsonl_to_parquet(&jsonl, &converted)
+            .with_context(|| format!("cannot convert {}", jsonl.display()))?;
+        if !quiet {
+            eprintln!(
+                "converted {} ({docs} documents) to {}",
+                jsonl.display(),
+                converted.display()
+            );
+        }
+    }
+    Ok(converted)
+}
+
+/// One query's first-stage candidates (documents and fused scores, best first).
+pub struct QueryCandidates {
+    pub qid: String,
+    pub query: String,
+    pub candidates: Vec<(sieve_index::docstore::StoredDoc, f32)>,
+    /// What the first stage cost for this query (0 for a given run file).
+    pub first_stage_ms: f64,
+}
+
+/// Scores runs and writes them as TREC files.
+pub struct StageWriter<'a> {
+    pub qrels: &'a Qrels,
+    pub spec: &'a MetricSpec,
+    pub run_dir: Option<&'a Path>,
+    /// File name prefix, `<dataset>-<split>`.
+    pub prefix: String,
+}
+
+impl StageWriter<'_> {
+    /// Evaluates `run`, writes its TREC file (if asked) and returns the stage's report.
+    pub fn report(
+        &self,
+        stage: &str,
+        run: &Run,
+        latency: Latency,
+        rerank_latency: Option<Latency>,
+    ) -> Result<StageReport> {
+        let report = evaluate(self.qrels, run, self.spec);
+        let run_file = match self.run_dir {
+            Some(dir) => {
+                let file_stage: String = stage
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                let path = dir.join(format!("{}-{file_stage}.trec", self.prefix));
+                let file = std::fs::File::create(&path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                write_trec(
+                    run,
+                    &format!("sieve-{file_stage}"),
+                    std::io::BufWriter::new(file),
+                )?;
+                Some(path)
+            }
+            None => None,
+        };
+        Ok(StageReport {
+            stage: stage.to_string(),
+            metrics: report.mean.clone(),
+            queries: report.num_queries,
+            latency,
+            rerank_latency,
+            run_file,
+        })
+    }
+}
+
+/// Reranks every query's candidates (its first `window`) once per budget; the rest of each list
+/// follows in first-stage order. Returns a pure row per budget and, when the blend resolves to
+/// a weight, a blended row beside it (same model calls, so the same cost).
+pub fn rerank_stages(
+    rerank: &RerankEval,
+    lists: &[QueryCandidates],
+    writer: &StageWriter<'_>,
+    bars: &Bars,
+) -> Result<Vec<StageReport>> {
+    let blend = rerank.blend.weight_for(rerank.reranker.as_ref());
+    // Warm up (session initialisation must not count against the first query).
+    if let Some(first) = lists.iter().find(|l| !l.candidates.is_empty()) {
+        let (doc, _) = &first.candidates[0];
+        let warm = [RerankDoc {
+            title: &doc.title,
+            text: &doc.text,
+        }];
+        rerank
+            .reranker
+            .rerank(&first.query, &warm)
+            .context("reranker warm-up failed")?;
+    }
+    let mut reports = Vec::new();
+    for budget in &rerank.budgets {
+        let label = format!("rerank {budget}");
+        bars.start(&label, lists.len() as u64);
+        let (mut pure, mut blended) = (Run::new(), Run::new());
+        let (mut totals, mut rerank_only) = (Vec::new(), Vec::new());
+        for list in lists {
+            let window = rerank.window.min(list.candidates.len());
+            let docs: Vec<RerankDoc<'_>> = list.candidates[..window]
+                .iter()
+                .map(|(d, _)| RerankDoc {
+                    title: &d.title,
+                    text: &d.text,
+                })
+                .collect();
+            let started = Instant::now();
+            let output = rerank
+                .reranker
+                .rerank_budgeted(&list.query, &docs, budget)
+                .with_context(|| format!("reranking query {} under budget {budget}", list.qid))?;
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            rerank_only.push(ms);
+            totals.push(list.first_stage_ms + ms);
+            let fused: Vec<f32> = list.candidates[..window].iter().map(|(_, s)| *s).collect();
+            push_reranked(&mut pure, list, window, &output, &fused, None);
+            if blend.is_some() {
+                push_reranked(&mut blended, list, window, &output, &fused, blend);
+            }
+            bars.advance(1);
+        }
+        bars.finish();
+        reports.push(writer.report(
+            &label,
+            &pure,
+            latency(totals.clone()),
+            Some(latency(rerank_only.clone())),
+        )?);
+        if let Some(w) = blend {
+            reports.push(writer.report(
+                &format!("{label} + blend {w:.2}"),
+                &blended,
+                latency(totals),
+                Some(latency(rerank_only)),
+            )?);
+        }
+    }
+    Ok(reports)
+}
+
+/// Appends one query's reranked list to `run`: the window in its final order, then the rest of
+/// the first-stage list. Run scores are rank-based so that trec_eval's sort reproduces the order.
+fn push_reranked(
+    run: &mut Run,
+    list: &QueryCandidates,
+    window: usize,
+    output: &sieve::RerankOutput,
+    fused: &[f32],
+    blend: Option<f32>,
+) {
+    let total = list.candidates.len();
+    let order = rerank_order(output, fused, blend);
+    let reranked = order.iter().map(|(i, _)| *i);
+    for (rank, i) in reranked.chain(window..total).enumerate() {
+        run.push(
+            list.qid.clone(),
+            list.candidates[i].0.id.clone(),
+            (total - rank) as f64,
+        );
+    }
+}
+
+/// The candidates of a given TREC run (its top `depth` per query, trec_eval's order: score
+/// desc, then doc id desc), with their texts from the data set's corpus. Returns the lists (in
+/// query order; queries absent from the run get an empty list), the corpus path and how many
+/// documents were loaded.
+fn given_run_candidates(
+    job: &DatasetEval,
+    name: &str,
+    queries: &[(String, String)],
+    run_path: &Path,
+) -> Result<(Vec<QueryCandidates>, PathBuf, usize)> {
+    let run = Run::load_trec(run_path)?;
+    let mut wanted: std::collections::HashMap<String, Option<sieve_index::docstore::StoredDoc>> =
+        std::collections::HashMap::new();
+    let mut ranked: Vec<Vec<(String, f32)>> = Vec::with_capacity(queries.len());
+    for (qid, _) in queries {
+        let mut results: Vec<(String, f64)> = run.get(qid).map(<[_]>::to_vec).unwrap_or_default();
+        results.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+        results.truncate(job.depth);
+        for (doc, _) in &results {
+            wanted.entry(doc.clone()).or_insert(None);
+        }
+        ranked.push(results.into_iter().map(|(d, s)| (d, s as f32)).collect());
+    }
+    let corpus = corpus_parquet(&job.dataset, name, job.quiet)?;
+    let mapping = sieve_index::ColumnMapping {
+        title: Some("title".into()),
+        ..Default::default()
+    };
+    sieve_index::ingest::read_documents(
+        std::slice::from_ref(&corpus),
+        &mapping,
+        4096,
+        &mut |_, docs| {
+            for doc in docs {
+                if let Some(slot) = wanted.get_mut(&doc.id) {
+                    *slot = Some(sieve_index::docstore::StoredDoc {
+                        id: doc.id,
+                        title: doc.title,
+                        text: doc.text,
+                    });
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let missing: Vec<&String> = wanted
+        .iter()
+        .filter(|(_, d)| d.is_none())
+        .map(|(id, _)| id)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} documents of {} are not in {} (e.g. {})",
+            missing.len(),
+            run_path.display(),
+            corpus.display(),
+            missing[0]
+        );
+    }
+    let lists = queries
+        .iter()
+        .zip(ranked)
+        .map(|((qid, query), results)| QueryCandidates {
+            qid: qid.clone(),
+            query: query.clone(),
+            candidates: results
+                .into_iter()
+                .filter_map(|(id, score)| Some((wanted.get(&id)?.clone()?, score)))
+                .collect(),
+            first_stage_ms: 0.0,
+        })
+        .collect();
+    Ok((lists, corpus, wanted.len()))
+}
+
+/// Builds (or reuses) the data set's index and returns its directory.
+fn ensure_index(job: &DatasetEval, name: &str, bars: &Bars) -> Result<PathBuf> {
+    let corpus = corpus_parquet(&job.dataset, name, job.quiet)?;
     let model = crate::paths::embedder_model(job.model.as_deref())?;
     let index_dir = job
         .index_dir
@@ -222,73 +524,115 @@ pub fn run(job: DatasetEval) -> Result<()> {
     }
 
     let bars = Bars::new(job.quiet);
-    let index_dir = ensure_index(&job, &name, &bars)?;
-    let engine = Sieve::open_with(
-        &index_dir,
-        sieve::OpenOptions {
-            embedder_model: job.model.clone(),
-            ..Default::default()
-        },
-    )?;
-    // Warm up: the first query pays for lazy initialisation in ONNX Runtime.
-    engine.first_stage(&SearchRequest::new(queries[0].1.clone()))?;
-
     if let Some(dir) = &job.run_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let mut stages = Vec::new();
-    for &mode in &job.stages {
-        let stage_name = mode.to_string();
-        bars.start(&stage_name, queries.len() as u64);
-        let mut run = Run::new();
-        let mut samples = Vec::with_capacity(queries.len());
-        for (qid, text) in &queries {
-            let request = SearchRequest {
-                mode,
-                fusion: job.fusion,
-                bm25_k: job.depth,
-                dense_k: job.depth,
-                ..SearchRequest::new(text.clone())
-            };
-            let started = Instant::now();
-            let stage = engine.first_stage(&request)?;
-            samples.push(started.elapsed().as_secs_f64() * 1e3);
-            for candidate in stage.fused.iter().take(job.depth) {
-                let doc = engine.index().docs.get(candidate.doc)?;
-                run.push(qid.clone(), doc.id, f64::from(candidate.score));
-            }
-            bars.advance(1);
+    let writer = StageWriter {
+        qrels: &qrels,
+        spec: &job.spec,
+        run_dir: job.run_dir.as_deref(),
+        prefix: format!("{name}-{}", job.split),
+    };
+    let (stages, index_dir, documents) = match &job.rerank_run {
+        Some(run_path) => {
+            let rerank = job
+                .rerank
+                .as_ref()
+                .context("--rerank-run needs a reranker")?;
+            let (lists, corpus, documents) = given_run_candidates(&job, &name, &queries, run_path)?;
+            let mut stages = vec![writer.report(
+                &format!("run {}", run_path.display()),
+                &Run::load_trec(run_path)?,
+                latency(vec![0.0; lists.len()]),
+                None,
+            )?];
+            stages.extend(rerank_stages(rerank, &lists, &writer, &bars)?);
+            (stages, corpus, documents)
         }
-        bars.finish();
-        let report = evaluate(&qrels, &run, &job.spec);
-        let run_file = match &job.run_dir {
-            Some(dir) => {
-                let path = dir.join(format!("{name}-{}-{stage_name}.trec", job.split));
-                let file = std::fs::File::create(&path)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                write_trec(
-                    &run,
-                    &format!("sieve-{stage_name}"),
-                    std::io::BufWriter::new(file),
-                )?;
-                Some(path)
+        None => {
+            let index_dir = ensure_index(&job, &name, &bars)?;
+            let engine = Sieve::open_with(
+                &index_dir,
+                sieve::OpenOptions {
+                    embedder_model: job.model.clone(),
+                    ..Default::default()
+                },
+            )?;
+            // Warm up: the first query pays for lazy initialisation in ONNX Runtime.
+            engine.first_stage(&SearchRequest::new(queries[0].1.clone()))?;
+
+            let wants_rerank = job.stages.contains(&EvalStage::Rerank);
+            let mut modes: Vec<Mode> = job
+                .stages
+                .iter()
+                .filter_map(|s| match s {
+                    EvalStage::First(m) => Some(*m),
+                    EvalStage::Rerank => None,
+                })
+                .collect();
+            // The rerank stage reranks the hybrid stage's own fused lists: run hybrid if it was not asked.
+            let hybrid_only_for_rerank = wants_rerank && !modes.contains(&Mode::Hybrid);
+            if hybrid_only_for_rerank {
+                modes.push(Mode::Hybrid);
             }
-            None => None,
-        };
-        stages.push(StageReport {
-            stage: stage_name,
-            metrics: report.mean.clone(),
-            queries: report.num_queries,
-            latency: latency(samples),
-            run_file,
-        });
-    }
+            let mut stages = Vec::new();
+            let mut hybrid_lists: Vec<QueryCandidates> = Vec::new();
+            for &mode in &modes {
+                let stage_name = mode.to_string();
+                bars.start(&stage_name, queries.len() as u64);
+                let mut run = Run::new();
+                let mut samples = Vec::with_capacity(queries.len());
+                for (qid, text) in &queries {
+                    let request = SearchRequest {
+                        mode,
+                        fusion: job.fusion,
+                        bm25_k: job.depth,
+                        dense_k: job.depth,
+                        ..SearchRequest::new(text.clone())
+                    };
+                    let started = Instant::now();
+                    let stage = engine.first_stage(&request)?;
+                    let ms = started.elapsed().as_secs_f64() * 1e3;
+                    samples.push(ms);
+                    let mut kept = Vec::new();
+                    for candidate in stage.fused.iter().take(job.depth) {
+                        let doc = engine.index().docs.get(candidate.doc)?;
+                        run.push(qid.clone(), doc.id.clone(), f64::from(candidate.score));
+                        kept.push((doc, candidate.score));
+                    }
+                    if mode == Mode::Hybrid && wants_rerank {
+                        hybrid_lists.push(QueryCandidates {
+                            qid: qid.clone(),
+                            query: text.clone(),
+                            candidates: kept,
+                            first_stage_ms: ms,
+                        });
+                    }
+                    bars.advance(1);
+                }
+                bars.finish();
+                if !(mode == Mode::Hybrid && hybrid_only_for_rerank) {
+                    stages.push(writer.report(&stage_name, &run, latency(samples), None)?);
+                }
+            }
+            if wants_rerank {
+                let rerank = job
+                    .rerank
+                    .as_ref()
+                    .context("the rerank stage needs a reranker")?;
+                stages.extend(rerank_stages(rerank, &hybrid_lists, &writer, &bars)?);
+            }
+
+            let documents = engine.index().len();
+            (stages, index_dir, documents)
+        }
+    };
 
     let report = DatasetReport {
         dataset: name.clone(),
         split: job.split.clone(),
         queries: queries.len(),
-        documents: engine.index().len(),
+        documents,
         index: index_dir,
         depth: job.depth,
         fusion: job.fusion.to_string(),

@@ -4,9 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use sieve::{FusionSpec, Mode};
+use sieve::FusionSpec;
 use sieve_eval::{MetricSpec, Qrels, Run, evaluate};
 
+use crate::dataset_eval::{EvalStage, RerankEval};
+use crate::rerank_opts::{RerankerArgs, parse_blend};
 use crate::table::Table;
 
 /// Arguments of `sieve eval`: either score run files (`--qrels` + `--run`) or evaluate the
@@ -19,9 +21,27 @@ pub struct EvalArgs {
     /// Split whose qrels are used (qrels/<split>.tsv).
     #[arg(long, default_value = "test")]
     split: String,
-    /// Stages to evaluate, comma separated: bm25, dense, hybrid.
+    /// Stages to evaluate, comma separated: bm25, dense, hybrid, rerank (the hybrid stage's
+    /// fused top `--window`, reranked once per `--budgets` entry).
     #[arg(long, default_value = "bm25,dense,hybrid", value_delimiter = ',')]
-    stages: Vec<Mode>,
+    stages: Vec<EvalStage>,
+    /// Rerank a given TREC run's top `--window` per query instead of sieve's own first stage
+    /// (documents come from the data set's corpus).
+    #[arg(long, value_name = "RUN", requires = "dataset")]
+    rerank_run: Option<PathBuf>,
+    /// Fused candidates reranked per query.
+    #[arg(long, default_value_t = 100)]
+    window: usize,
+    /// A budget the rerank stage is measured at; repeat it (or separate with `;`) for one row
+    /// each: default, a profile (fast, balanced, full), an exit L:W, a cascade K@L,... or NNms.
+    #[arg(long = "budget", default_value = "default", value_delimiter = ';')]
+    budgets: Vec<String>,
+    /// Blend for the rerank stage (a blended row is added beside each pure one): model, off or
+    /// a reranker weight W in [0, 1].
+    #[arg(long, default_value = "model")]
+    blend: String,
+    #[command(flatten)]
+    reranker: RerankerArgs,
     /// Fusion for the hybrid stage: rrf, rrf:K or weighted:W.
     #[arg(long, default_value = "rrf")]
     fusion: FusionSpec,
@@ -90,10 +110,31 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let spec = MetricSpec::parse(&args.metrics)?.with_relevance_threshold(threshold);
     if let Some(dataset) = args.dataset {
         let json = args.json.filter(|p| p.as_os_str() != "-");
+        let wants_rerank = args.rerank_run.is_some() || args.stages.contains(&EvalStage::Rerank);
+        let rerank = if wants_rerank {
+            if args.window == 0 {
+                anyhow::bail!("--window must be at least 1");
+            }
+            let budgets = args
+                .budgets
+                .iter()
+                .map(|b| sieve::Budget::parse(b).map_err(|e| anyhow::anyhow!("--budget: {e}")))
+                .collect::<Result<Vec<_>>>()?;
+            Some(RerankEval {
+                reranker: args.reranker.load()?,
+                window: args.window,
+                budgets,
+                blend: parse_blend(&args.blend)?,
+            })
+        } else {
+            None
+        };
         return crate::dataset_eval::run(crate::dataset_eval::DatasetEval {
             dataset,
             split: args.split,
             stages: args.stages,
+            rerank,
+            rerank_run: args.rerank_run,
             fusion: args.fusion,
             depth: args.depth,
             spec,

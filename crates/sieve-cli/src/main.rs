@@ -1,5 +1,6 @@
 //! `sieve`: index Parquet corpora and search them from the command line.
 
+mod calibrate_cmd;
 mod dataset_eval;
 mod eval_cmd;
 mod index_cmd;
@@ -30,6 +31,8 @@ enum Command {
     Rerank(rerank_cmd::RerankArgs),
     /// Evaluate the pipeline's stages on a BEIR data set, or score TREC run files against qrels.
     Eval(eval_cmd::EvalArgs),
+    /// Measure a Matryoshka reranker's per-segment cost table on this machine (for --latency-ms).
+    Calibrate(calibrate_cmd::CalibrateArgs),
 }
 
 fn main() {
@@ -39,6 +42,7 @@ fn main() {
         Command::Search(args) => search_cmd::run(args),
         Command::Rerank(args) => rerank_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
+        Command::Calibrate(args) => calibrate_cmd::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

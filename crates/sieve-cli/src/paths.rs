@@ -40,6 +40,11 @@ pub fn reranker_model(explicit: Option<&Path>) -> Result<PathBuf> {
 
 /// An explicit path (which must exist), else the environment variable, else the bundled
 /// directory; `None` when nothing was given and the bundled directory is absent.
+/// The bundled sample corpus (`examples/sample/corpus.parquet`), when this checkout has it.
+pub fn sample_corpus() -> Option<PathBuf> {
+    bundled("examples/sample/corpus.parquet")
+}
+
 fn resolve(
     explicit: Option<&Path>,
     env_var: &str,

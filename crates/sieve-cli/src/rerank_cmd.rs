@@ -8,7 +8,7 @@ use clap::Args;
 use serde::Deserialize;
 use sieve::{RerankDoc, Reranker};
 
-use crate::rerank_opts::RerankerArgs;
+use crate::rerank_opts::{BudgetArgs, RerankerArgs};
 use crate::table::{Table, snippet};
 
 /// Arguments of `sieve rerank`.
@@ -26,6 +26,8 @@ pub struct RerankArgs {
     model: Option<PathBuf>,
     #[command(flatten)]
     reranker: RerankerArgs,
+    #[command(flatten)]
+    budget: BudgetArgs,
     /// Show only the best N.
     #[arg(long, short)]
     k: Option<usize>,
@@ -87,15 +89,14 @@ pub fn run(mut args: RerankArgs) -> Result<()> {
         .map(|(_, title, text)| RerankDoc { title, text })
         .collect();
     let started = std::time::Instant::now();
-    let output = encoder.rerank(&args.query, &inputs)?;
+    let output = encoder.rerank_budgeted(&args.query, &inputs, &args.budget.budget()?)?;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
-    let mut order: Vec<usize> = (0..docs.len()).collect();
-    order.sort_by(|&a, &b| {
-        output.scores[b]
-            .raw
-            .total_cmp(&output.scores[a].raw)
-            .then(a.cmp(&b))
-    });
+    // Raw score order (ties keep input order); under a cascade, survivors of deeper steps first.
+    let no_fused_scores = vec![0.0; docs.len()];
+    let mut order: Vec<usize> = sieve::rerank_order(&output, &no_fused_scores, None)
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
     order.truncate(args.k.unwrap_or(docs.len()));
     if args.json {
         let results: Vec<serde_json::Value> = order
@@ -107,6 +108,7 @@ pub fn run(mut args: RerankArgs) -> Result<()> {
                     "id": docs[i].0,
                     "input_position": i + 1,
                     "score": output.scores[i],
+                    "exits": output.traces.get(i),
                 })
             })
             .collect();

@@ -79,3 +79,74 @@ impl RerankerArgs {
         Ok(Arc::new(encoder))
     }
 }
+
+/// How much of a Matryoshka reranker each query spends.
+#[derive(Args, Clone, Default)]
+pub struct BudgetArgs {
+    /// A named budget profile of the model (fast, balanced, full, or one its manifest defines).
+    #[arg(long, value_name = "NAME", group = "plan")]
+    pub budget: Option<String>,
+    /// One exit: LAYER:WIDTH (e.g. 4:96) — run the model up to LAYER, score with that width's head.
+    #[arg(long, value_name = "LAYER:WIDTH", group = "plan")]
+    pub exit: Option<String>,
+    /// A cascade, e.g. 100@2,30@4,10@6: all 100 scored at layer 2, the best 30 carried to
+    /// layer 4, the best 10 to layer 6 (KEEP@LAYER[:WIDTH], KEEP never growing).
+    #[arg(long, value_name = "SPEC", group = "plan")]
+    pub cascade: Option<String>,
+    /// The deepest plan the model's measured cost table (`sieve calibrate`) predicts fits in
+    /// this many milliseconds.
+    #[arg(long, value_name = "MS", group = "plan")]
+    pub latency_ms: Option<f64>,
+}
+
+impl BudgetArgs {
+    /// The budget these options choose (`Budget::Default` when none is given).
+    pub fn budget(&self) -> Result<sieve::Budget> {
+        use sieve::Budget;
+        let parsed = if let Some(name) = &self.budget {
+            match Budget::parse(name).map_err(anyhow::Error::msg)? {
+                b @ (Budget::Profile(_) | Budget::Default) => b,
+                _ => anyhow::bail!(
+                    "--budget takes a profile name (fast, balanced, full, ...); use --exit, --cascade or --latency-ms for the others"
+                ),
+            }
+        } else if let Some(exit) = &self.exit {
+            match Budget::parse(exit).map_err(|e| anyhow::anyhow!("--exit: {e}"))? {
+                b @ Budget::Exit { .. } => b,
+                _ => anyhow::bail!("--exit takes LAYER:WIDTH, e.g. 4:96"),
+            }
+        } else if let Some(spec) = &self.cascade {
+            match Budget::parse(spec).map_err(|e| anyhow::anyhow!("--cascade: {e}"))? {
+                b @ Budget::Cascade(_) => b,
+                _ => anyhow::bail!("--cascade takes KEEP@LAYER[:WIDTH],..., e.g. 100@2,30@4,10@6"),
+            }
+        } else if let Some(ms) = self.latency_ms {
+            if !(ms.is_finite() && ms > 0.0) {
+                anyhow::bail!("--latency-ms must be a positive number of milliseconds");
+            }
+            Budget::LatencyMs(ms)
+        } else {
+            Budget::Default
+        };
+        Ok(parsed)
+    }
+}
+
+/// Parses `--blend`: `model`, `off`, or a weight in [0, 1].
+pub fn parse_blend(s: &str) -> Result<sieve::BlendChoice> {
+    use sieve::BlendChoice;
+    Ok(match s.trim() {
+        "model" | "auto" => BlendChoice::Model,
+        "off" | "none" => BlendChoice::Off,
+        w => {
+            let w: f32 = w
+                .parse()
+                .ok()
+                .filter(|w: &f32| (0.0..=1.0).contains(w))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--blend `{w}`: expected model, off or a weight in [0, 1]")
+                })?;
+            BlendChoice::Weight(w)
+        }
+    })
+}

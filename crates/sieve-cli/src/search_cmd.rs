@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use sieve::{FusionSpec, Mode, OpenOptions, RerankSettings, SearchRequest, Sieve};
 
-use crate::rerank_opts::RerankerArgs;
+use crate::rerank_opts::{BudgetArgs, RerankerArgs, parse_blend};
 use crate::table::{Table, snippet};
 
 /// Arguments of `sieve search`.
@@ -45,6 +45,12 @@ pub struct SearchArgs {
     min_score: Option<f32>,
     #[command(flatten)]
     reranker: RerankerArgs,
+    #[command(flatten)]
+    budget: BudgetArgs,
+    /// Blend with the fused first-stage score: `model` (the weight in the model's manifest, if
+    /// any), `off` (pure reranker order) or a reranker weight W in [0, 1].
+    #[arg(long, default_value = "model", value_name = "model|off|W")]
+    blend: String,
     /// Show every stage's rank and score per result, the rerank windows and stage timings.
     #[arg(long)]
     explain: bool,
@@ -58,6 +64,22 @@ fn stage_cell(stage: Option<sieve::StageScore>, precision: usize) -> String {
         Some(s) => format!("{:>3} {:.*}", s.rank, precision, s.score),
         None => "-".to_string(),
     }
+}
+
+/// `2:-1.20 4:0.85 6:1.93 (pruned after 4)`.
+fn exit_cell(trace: &sieve::ExitTrace) -> String {
+    let mut cell = trace
+        .exits
+        .iter()
+        .map(|e| format!("{}:{:.2}", e.layer, e.raw))
+        .collect::<Vec<_>>()
+        .join(" ");
+    match trace.pruned_at {
+        Some(0) => cell.push_str("(not scored: over the latency budget)"),
+        Some(layer) => cell.push_str(&format!(" (pruned after {layer})")),
+        None => {}
+    }
+    cell
 }
 
 pub fn run(args: SearchArgs) -> Result<()> {
@@ -79,10 +101,16 @@ pub fn run(args: SearchArgs) -> Result<()> {
         fusion: args.fusion,
         bm25_k: args.bm25_k,
         dense_k: args.dense_k,
-        rerank: args.rerank.then_some(RerankSettings {
-            window: args.window,
-            min_score: args.min_score,
-        }),
+        rerank: if args.rerank {
+            Some(RerankSettings {
+                window: args.window,
+                min_score: args.min_score,
+                budget: args.budget.budget()?,
+                blend: parse_blend(&args.blend)?,
+            })
+        } else {
+            None
+        },
     };
     let response = engine.search(&request)?;
     if args.json {
@@ -97,8 +125,12 @@ pub fn run(args: SearchArgs) -> Result<()> {
     if args.explain || !reranked {
         header.extend([("bm25 rank/score", true), ("dense rank/cos", true)]);
     }
+    let has_exits = response.hits.iter().any(|h| h.exits.is_some());
     if args.explain && reranked {
         header.extend([("fused rank/score", true), ("windows", true)]);
+        if has_exits {
+            header.push(("exit scores (layer:raw)", false));
+        }
     }
     header.push(("title / snippet", false));
     let mut table = Table::new(&header);
@@ -131,6 +163,14 @@ pub fn run(args: SearchArgs) -> Result<()> {
                     .map(|r| format!("{} (best {})", r.windows, r.best_window + 1))
                     .unwrap_or_else(|| "-".into()),
             );
+            if has_exits {
+                row.push(
+                    hit.exits
+                        .as_ref()
+                        .map(exit_cell)
+                        .unwrap_or_else(|| "-".into()),
+                );
+            }
         }
         row.push(label);
         table.row(row);
@@ -162,6 +202,25 @@ pub fn run(args: SearchArgs) -> Result<()> {
                 "\nrerank: {} over the top {} ({} pairs in {} batches, {} padded tokens; tokenize {:.1} ms, model {:.1} ms on {}; {} below --min-score)",
                 rerank.model, rerank.window, s.pairs, s.batches, s.padded_tokens, s.tokenize_ms, s.model_ms, s.device, rerank.below_min_score
             ));
+            if !s.plan.is_empty() {
+                summary.push_str(&format!("\nplan: {}", s.plan));
+                for seg in &s.segments {
+                    summary.push_str(&format!(
+                        "; segment {} (to layer {}): {} pairs, {:.1} ms",
+                        seg.segment, seg.exit_layer, seg.pairs, seg.ms
+                    ));
+                }
+            }
+            match rerank.blend {
+                Some(w) => summary.push_str(&format!(
+                    "\nscore = {w:.2}·reranker + {:.2}·fused (both min-max normalised over the window; --blend off for the pure reranker order)",
+                    1.0 - w
+                )),
+                None => summary.push_str("\nscore = reranker raw score (no blend)"),
+            }
+            if let Some(note) = &s.budget_note {
+                summary.push_str(&format!("\nbudget: {note}"));
+            }
         }
     }
     println!("{summary}");

@@ -1,0 +1,321 @@
+//! `sieve calibrate`: measure a segmented (Matryoshka) reranker's cost table on this machine,
+//! store it beside the model, and check how well it predicts real rerank calls.
+//!
+//! The cost table (`cost.json`) gives milliseconds per (query, window) pair per segment per
+//! token-length bucket; `--latency-ms` budgets use it to pick the deepest plan that fits. The
+//! check (`--check N`) runs every profile, every single exit and a set of latency budgets on a
+//! fixed workload — the bundled sample corpus, rotated so every call gets different documents —
+//! and reports predicted against measured model time: the tolerance the predictions hold.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde::Serialize;
+use sieve::{Budget, RerankDoc, Reranker};
+use sieve_rerank_onnx::{COST_FILE, CostOptions, CrossEncoder};
+
+use crate::rerank_opts::RerankerArgs;
+use crate::table::Table;
+
+/// Arguments of `sieve calibrate`.
+#[derive(Args)]
+pub struct CalibrateArgs {
+    #[command(flatten)]
+    reranker: RerankerArgs,
+    /// Parquet corpus (columns id, text, optional title) the sample pairs are cut from
+    /// [default: the bundled examples/sample/corpus.parquet].
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Query of the sample pairs.
+    #[arg(
+        long,
+        default_value = "what does the study find about the effect of treatment"
+    )]
+    query: String,
+    /// Token-length buckets, comma separated [default: multiples of 64 up to the model's max].
+    #[arg(long, value_delimiter = ',')]
+    buckets: Vec<usize>,
+    /// Timed repetitions per bucket (the median is kept).
+    #[arg(long, default_value_t = 5)]
+    repetitions: usize,
+    /// Write the table here instead of `<model>/cost.json`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Use the model's existing cost table instead of measuring a new one (with --check).
+    #[arg(long)]
+    reuse: bool,
+    /// After measuring, run this many rerank calls per plan on the fixed workload and report
+    /// predicted vs measured model time (0 = no check).
+    #[arg(long, default_value_t = 0)]
+    check: usize,
+    /// Candidates per call in the check.
+    #[arg(long, default_value_t = 50)]
+    window: usize,
+    /// Latency budgets (ms) checked with --check, comma separated [default: spread between the
+    /// cheapest and the deepest plan's predicted time].
+    #[arg(long, value_delimiter = ',')]
+    latency_ms: Vec<f64>,
+    /// Write the check's report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// One row of the check.
+#[derive(Debug, Serialize)]
+struct CheckRow {
+    budget: String,
+    plan: String,
+    calls: usize,
+    predicted_ms: f64,
+    measured_ms_median: f64,
+    measured_ms_max: f64,
+    /// (median measured − predicted) / predicted.
+    error: f64,
+    /// For latency budgets: the worst call's overshoot of the budget, as a fraction (≤ 0 = within).
+    overshoot: Option<f64>,
+}
+
+fn load_sample_docs(path: &std::path::Path) -> Result<Vec<(String, String)>> {
+    let mapping = sieve_index::ColumnMapping {
+        title: sieve_index::ingest::column_names(path)?
+            .iter()
+            .any(|c| c == "title")
+            .then(|| "title".to_string()),
+        ..Default::default()
+    };
+    let mut docs = Vec::new();
+    sieve_index::ingest::read_documents(&[path.to_path_buf()], &mapping, 1024, &mut |_, batch| {
+        docs.extend(batch.into_iter().map(|d| (d.title, d.text)));
+        Ok(())
+    })?;
+    if docs.is_empty() {
+        bail!("{} holds no documents", path.display());
+    }
+    Ok(docs)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+pub fn run(args: CalibrateArgs) -> Result<()> {
+    let encoder = args.reranker.load()?;
+    if !encoder.is_matryoshka() {
+        bail!(
+            "{} is a single-graph cross-encoder: cost tables and latency budgets need a segmented \
+             Matryoshka model (matryoshka.json)",
+            encoder.model_dir().display()
+        );
+    }
+    let corpus = match &args.corpus {
+        Some(path) => path.clone(),
+        None => crate::paths::sample_corpus().context(
+            "the bundled sample corpus (examples/sample/corpus.parquet) was not found; pass --corpus",
+        )?,
+    };
+    let texts = load_sample_docs(&corpus)?;
+    let docs: Vec<RerankDoc<'_>> = texts
+        .iter()
+        .map(|(title, text)| RerankDoc { title, text })
+        .collect();
+
+    let table = if args.reuse {
+        encoder
+            .cost_table()?
+            .context("--reuse: the model has no usable cost table yet; run sieve calibrate")?
+    } else {
+        let options = CostOptions {
+            buckets: args.buckets.clone(),
+            repetitions: args.repetitions.max(1),
+            ..CostOptions::default()
+        };
+        eprintln!(
+            "measuring {} on {} ({} threads)…",
+            encoder.model_dir().display(),
+            encoder.device(),
+            sieve_onnx::available_cores()
+        );
+        let table = encoder.measure_costs(&args.query, &docs, &options)?;
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| encoder.model_dir().join(COST_FILE));
+        table
+            .save(&out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        encoder.set_cost_table(Some(table.clone()))?;
+        eprintln!("cost table written to {}", out.display());
+        table
+    };
+    let mut header: Vec<(String, bool)> = vec![("segment".into(), false)];
+    header.extend(
+        table
+            .buckets
+            .iter()
+            .map(|b| (format!("≤{b} tok ms/pair"), true)),
+    );
+    let header_refs: Vec<(&str, bool)> = header.iter().map(|(h, r)| (h.as_str(), *r)).collect();
+    let mut out = Table::new(&header_refs);
+    for seg in &table.segments {
+        let mut row = vec![format!("{} (to layer {})", seg.segment, seg.exit_layer)];
+        row.extend(seg.ms_per_pair.iter().map(|ms| format!("{ms:.3}")));
+        out.row(row);
+    }
+    println!(
+        "{} — {} ({} threads, {}, {}, batch {} tokens)",
+        table.model,
+        table.machine,
+        table.threads,
+        table.device,
+        table.precision,
+        table.batch_tokens
+    );
+    print!("{}", out.render());
+    if args.check > 0 {
+        check(&encoder, &table, &args, &docs)?;
+    }
+    Ok(())
+}
+
+/// Predicted vs measured model time on a fixed workload, for every profile, every single exit
+/// and a few latency budgets.
+fn check(
+    encoder: &CrossEncoder,
+    table: &sieve_rerank_onnx::CostTable,
+    args: &CalibrateArgs,
+    docs: &[RerankDoc<'_>],
+) -> Result<()> {
+    let window = args.window.clamp(1, docs.len());
+    // Call i reranks `window` documents starting at a rotating offset.
+    let call_docs = |i: usize| -> Vec<RerankDoc<'_>> {
+        (0..window)
+            .map(|j| docs[(i * 7 + j) % docs.len()])
+            .collect()
+    };
+    let mut budgets: Vec<Budget> = encoder
+        .profiles()
+        .into_iter()
+        .map(|(name, _)| Budget::Profile(name))
+        .collect();
+    for exit in encoder
+        .manifest()
+        .map(|m| m.exit_list())
+        .unwrap_or_default()
+    {
+        for &width in &exit.widths {
+            budgets.push(Budget::Exit {
+                layer: exit.layer,
+                width,
+            });
+        }
+    }
+    // Latency budgets: given, or spread over the range the plans span on this workload.
+    let lengths = encoder.window_lengths(&args.query, &call_docs(0))?;
+    let mut predicted_range = Vec::new();
+    for budget in &budgets {
+        let plan = encoder.resolve_budget(budget)?;
+        predicted_range.push(table.predict_ms(&plan, &lengths)?);
+    }
+    let (lo, hi) = predicted_range
+        .iter()
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let latencies: Vec<f64> = if args.latency_ms.is_empty() {
+        [0.5, 1.0, 1.5, 2.5, 4.0]
+            .iter()
+            .map(|f| (lo * f).min(hi * 1.2).round().max(1.0))
+            .collect()
+    } else {
+        args.latency_ms.clone()
+    };
+    budgets.extend(latencies.iter().map(|&ms| Budget::LatencyMs(ms)));
+
+    // Warm up once.
+    encoder.rerank(&args.query, &call_docs(0))?;
+    let mut rows = Vec::new();
+    for budget in &budgets {
+        let mut measured = Vec::with_capacity(args.check);
+        let mut predicted = Vec::with_capacity(args.check);
+        let mut plan = String::new();
+        for i in 0..args.check {
+            let batch = call_docs(i + 1);
+            let output = encoder.rerank_budgeted(&args.query, &batch, budget)?;
+            plan = output.stats.plan.clone();
+            let ran = encoder.resolve_budget(&Budget::parse(&plan).map_err(anyhow::Error::msg)?)?;
+            let lengths = encoder.window_lengths(&args.query, &batch)?;
+            predicted.push(table.predict_ms(&ran, &lengths)?);
+            measured.push(output.stats.model_ms);
+        }
+        let predicted_ms = median(&mut predicted);
+        let measured_max = measured.iter().copied().fold(0.0, f64::max);
+        let measured_ms = median(&mut measured);
+        let overshoot = match budget {
+            Budget::LatencyMs(ms) => Some((measured_max - ms) / ms),
+            _ => None,
+        };
+        rows.push(CheckRow {
+            budget: budget.to_string(),
+            plan,
+            calls: args.check,
+            predicted_ms,
+            measured_ms_median: measured_ms,
+            measured_ms_max: measured_max,
+            error: (measured_ms - predicted_ms) / predicted_ms.max(1e-9),
+            overshoot,
+        });
+    }
+    let mut out = Table::new(&[
+        ("budget", false),
+        ("plan", false),
+        ("predicted ms", true),
+        ("measured ms (median)", true),
+        ("max", true),
+        ("error", true),
+        ("over budget (worst)", true),
+    ]);
+    for r in &rows {
+        out.row(vec![
+            r.budget.clone(),
+            r.plan.clone(),
+            format!("{:.1}", r.predicted_ms),
+            format!("{:.1}", r.measured_ms_median),
+            format!("{:.1}", r.measured_ms_max),
+            format!("{:+.1}%", r.error * 100.0),
+            r.overshoot
+                .map(|o| format!("{:+.1}%", o * 100.0))
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    println!(
+        "\ncheck: {} calls per plan, {window} candidates each (model time only)",
+        args.check
+    );
+    print!("{}", out.render());
+    let worst_error = rows.iter().map(|r| r.error.abs()).fold(0.0, f64::max);
+    let worst_overshoot = rows
+        .iter()
+        .filter_map(|r| r.overshoot)
+        .fold(f64::NEG_INFINITY, f64::max);
+    println!(
+        "worst |prediction error| {:.1}%; worst latency-budget overshoot {:+.1}%",
+        worst_error * 100.0,
+        worst_overshoot * 100.0
+    );
+    if let Some(path) = &args.json {
+        let report = serde_json::json!({
+            "model": table.model,
+            "machine": table.machine,
+            "window": window,
+            "calls_per_plan": args.check,
+            "rows": rows,
+            "worst_abs_error": worst_error,
+            "worst_overshoot": worst_overshoot,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
