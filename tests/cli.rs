@@ -552,3 +552,227 @@ fn eval_reads_a_beir_corpus_jsonl_and_names_a_bad_line() {
     assert!(!stderr.contains("panicked"));
     assert!(!dir.path().join("index2").exists());
 }
+
+fn toy_matryoshka() -> String {
+    repo_root()
+        .join("plugins/sieve-rerank-onnx/tests/fixtures/matryoshka")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn search_runs_a_cascade_and_explains_every_exit() {
+    let model = toy_matryoshka();
+    let response = search_json(&[
+        "why does bread dough rise",
+        "--rerank",
+        "--reranker",
+        model.as_str(),
+        "--window",
+        "12",
+        "--cascade",
+        "12@2,6@4,3@6",
+        "--blend",
+        "off",
+        "-k",
+        "12",
+    ]);
+    let stats = &response["rerank"]["stats"];
+    assert_eq!(stats["plan"], "12@2:8,6@4:8,3@6:8");
+    let segments = stats["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 3, "{stats}");
+    let survivors: Vec<u64> = segments
+        .iter()
+        .map(|s| s["pairs"].as_u64().unwrap())
+        .collect();
+    assert!(survivors[0] >= 12 && survivors[1] < survivors[0] && survivors[2] < survivors[1]);
+    let hits = response["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 12);
+    // The first three reached layer 6, the next three were pruned after 4, the rest after 2.
+    let reached: Vec<usize> = hits
+        .iter()
+        .map(|h| h["exits"]["exits"].as_array().unwrap().len())
+        .collect();
+    assert!(reached[..3].iter().all(|&n| n == 6), "{reached:?}");
+    assert!(reached[3..6].iter().all(|&n| n == 4), "{reached:?}");
+    assert!(reached[6..].iter().all(|&n| n == 2), "{reached:?}");
+    assert_eq!(hits[4]["exits"]["pruned_at"], 4);
+    assert_eq!(hits[8]["exits"]["pruned_at"], 2);
+    assert!(hits[0]["exits"]["pruned_at"].is_null());
+
+    // Named profiles and explicit exits run too; a bad exit is named.
+    for budget in [["--budget", "fast"], ["--exit", "4:4"]] {
+        let response = search_json(&[
+            "bread",
+            "--rerank",
+            "--reranker",
+            model.as_str(),
+            budget[0],
+            budget[1],
+        ]);
+        assert!(response["rerank"]["stats"]["plan"].is_string());
+    }
+    let index = sample_index().to_str().unwrap().to_string();
+    let stderr = failure(&[
+        "search",
+        index.as_str(),
+        "bread",
+        "--rerank",
+        "--reranker",
+        model.as_str(),
+        "--exit",
+        "3:8",
+    ]);
+    assert!(stderr.contains("3") && stderr.contains("exit"), "{stderr}");
+    let stderr = failure(&[
+        "search",
+        index.as_str(),
+        "bread",
+        "--rerank",
+        "--reranker",
+        model.as_str(),
+        "--exit",
+        "4:4",
+        "--cascade",
+        "10@2,5@6",
+    ]);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
+
+#[test]
+fn calibrate_measures_a_cost_table_and_latency_budgets_use_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // A copy of the toy model, so the cost table is written beside it.
+    let model = dir.path().join("toy");
+    std::fs::create_dir_all(&model).unwrap();
+    for entry in std::fs::read_dir(toy_matryoshka()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
+    }
+    let model = model.to_str().unwrap().to_string();
+    let index = sample_index().to_str().unwrap().to_string();
+    // No cost table yet: a latency budget says what to do.
+    let stderr = failure(&[
+        "search",
+        index.as_str(),
+        "bread",
+        "--rerank",
+        "--reranker",
+        model.as_str(),
+        "--latency-ms",
+        "50",
+    ]);
+    assert!(stderr.contains("sieve calibrate"), "{stderr}");
+
+    let report = dir.path().join("check.json");
+    let output = run_sieve(&[
+        "calibrate",
+        "--reranker",
+        model.as_str(),
+        "--repetitions",
+        "2",
+        "--check",
+        "3",
+        "--window",
+        "20",
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = texts(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("segment"), "{stdout}");
+    assert!(std::path::Path::new(&model).join("cost.json").is_file());
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert!(rows.iter().any(|r| r["budget"] == "6:8"), "{report}");
+    for row in rows {
+        let budget = row["budget"].as_str().unwrap();
+        if !budget.ends_with("ms") {
+            assert!(row["predicted_ms"].as_f64().unwrap() > 0.0, "{row}");
+            assert!(row["measured_ms_median"].as_f64().unwrap() > 0.0, "{row}");
+        } else {
+            assert!(row["plan"].is_string(), "{row}");
+        }
+    }
+    assert!(
+        rows.iter()
+            .filter(|r| r["budget"].as_str().unwrap().ends_with("ms"))
+            .count()
+            >= 3
+    );
+
+    // With the table, a generous latency budget runs the deepest plan.
+    let response = search_json(&[
+        "bread",
+        "--rerank",
+        "--reranker",
+        model.as_str(),
+        "--window",
+        "10",
+        "--latency-ms",
+        "10000",
+    ]);
+    let plan = response["rerank"]["stats"]["plan"].as_str().unwrap();
+    assert!(plan.ends_with("6:8"), "{plan}");
+}
+
+#[test]
+fn eval_reports_every_exit_and_cascades_of_a_matryoshka_reranker() {
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("m.json");
+    let model = toy_matryoshka();
+    let output = run_sieve(&[
+        "eval",
+        "--dataset",
+        repo_root().join("examples/sample").to_str().unwrap(),
+        "--index-dir",
+        sample_index().to_str().unwrap(),
+        "--max-queries",
+        "5",
+        "--stages",
+        "rerank",
+        "--reranker",
+        model.as_str(),
+        "--window",
+        "10",
+        "--budget",
+        "full",
+        "--budget",
+        "10@2,4@6",
+        "--every-exit",
+        "--blend",
+        "off",
+        "--json",
+        report_path.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = texts(&output);
+    assert!(output.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    let stages = report["stages"].as_array().unwrap();
+    let row = |name: &str| {
+        stages
+            .iter()
+            .find(|s| s["stage"] == name)
+            .unwrap_or_else(|| panic!("no row {name}: {stdout}"))
+    };
+    let full = row("rerank full");
+    let deepest = row("exit 6:8 (in full)");
+    assert_eq!(
+        full["metrics"]["ndcg@10"], deepest["metrics"]["ndcg@10"],
+        "the full profile is the 6:8 head"
+    );
+    let shallow = row("exit 2:8 (in full)");
+    assert!(
+        shallow["rerank_latency"]["mean_ms"].as_f64().unwrap()
+            <= deepest["rerank_latency"]["mean_ms"].as_f64().unwrap()
+    );
+    for head in ["2:4", "4:8", "4:4", "6:4"] {
+        row(&format!("exit {head} (in full)"));
+    }
+    row("rerank 10@2,4@6");
+    assert!(
+        !stages.iter().any(|s| s["stage"] == "hybrid"),
+        "hybrid ran only to feed the rerank stage"
+    );
+}

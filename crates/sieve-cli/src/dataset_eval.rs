@@ -57,6 +57,10 @@ pub struct RerankEval {
     pub budgets: Vec<Budget>,
     /// Blend choice; a blended row is added beside each pure one when it resolves to a weight.
     pub blend: BlendChoice,
+    /// Also report every exit head (Matryoshka models), each from the deepest budget's pass:
+    /// its scores are that head's, its time the first stage + tokenizing + the segments up to
+    /// its exit, as measured in that same pass.
+    pub every_exit: bool,
 }
 
 /// What `sieve eval --dataset` was asked to do.
@@ -288,6 +292,9 @@ pub fn rerank_stages(
         bars.start(&label, lists.len() as u64);
         let (mut pure, mut blended) = (Run::new(), Run::new());
         let (mut totals, mut rerank_only) = (Vec::new(), Vec::new());
+        // (layer, width) -> (run, end-to-end ms, rerank-only ms), from this budget's pass.
+        let mut heads: std::collections::BTreeMap<(u32, u32), (Run, Vec<f64>, Vec<f64>)> =
+            Default::default();
         for list in lists {
             let window = rerank.window.min(list.candidates.len());
             let docs: Vec<RerankDoc<'_>> = list.candidates[..window]
@@ -310,6 +317,22 @@ pub fn rerank_stages(
             if blend.is_some() {
                 push_reranked(&mut blended, list, window, &output, &fused, blend);
             }
+            if rerank.every_exit {
+                for (key, head) in exit_outputs(&output) {
+                    let upto: f64 = output
+                        .stats
+                        .segments
+                        .iter()
+                        .filter(|s| s.exit_layer <= key.0)
+                        .map(|s| s.ms)
+                        .sum();
+                    let head_ms = output.stats.tokenize_ms + upto;
+                    let entry = heads.entry(key).or_default();
+                    push_reranked(&mut entry.0, list, window, &head, &fused, None);
+                    entry.1.push(list.first_stage_ms + head_ms);
+                    entry.2.push(head_ms);
+                }
+            }
             bars.advance(1);
         }
         bars.finish();
@@ -327,8 +350,54 @@ pub fn rerank_stages(
                 Some(latency(rerank_only)),
             )?);
         }
+        for ((layer, width), (run, total, only)) in heads {
+            reports.push(writer.report(
+                &format!("exit {layer}:{width} (in {budget})"),
+                &run,
+                latency(total),
+                Some(latency(only)),
+            )?);
+        }
     }
     Ok(reports)
+}
+
+/// Per (layer, width) head that every document reached, an output holding that head's scores
+/// (heads a cascade pruned documents before are left out).
+fn exit_outputs(output: &sieve::RerankOutput) -> Vec<((u32, u32), sieve::RerankOutput)> {
+    let mut keys: Vec<(u32, u32)> = output
+        .traces
+        .iter()
+        .flat_map(|t| t.exits.iter().map(|e| (e.layer, e.width)))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|key| {
+            let scores = output
+                .traces
+                .iter()
+                .map(|t| {
+                    t.exits
+                        .iter()
+                        .find(|e| (e.layer, e.width) == key)
+                        .map(|e| sieve::RerankScore {
+                            raw: e.raw,
+                            calibrated: sieve_core::sigmoid(e.raw),
+                            windows: 1,
+                            best_window: 0,
+                        })
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some((
+                key,
+                sieve::RerankOutput {
+                    scores,
+                    ..Default::default()
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Appends one query's reranked list to `run`: the window in its final order, then the rest of

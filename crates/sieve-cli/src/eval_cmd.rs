@@ -40,6 +40,10 @@ pub struct EvalArgs {
     /// a reranker weight W in [0, 1].
     #[arg(long, default_value = "model")]
     blend: String,
+    /// Also report every exit head of a Matryoshka reranker, each from one full-depth pass per
+    /// budget (scores of that head; time = first stage + tokenizing + the segments up to it).
+    #[arg(long)]
+    every_exit: bool,
     #[command(flatten)]
     reranker: RerankerArgs,
     /// Fusion for the hybrid stage: rrf, rrf:K or weighted:W.
@@ -125,6 +129,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 window: args.window,
                 budgets,
                 blend: parse_blend(&args.blend)?,
+                every_exit: args.every_exit,
             })
         } else {
             None

@@ -79,5 +79,5 @@ fn bundled(relative: &str) -> Option<PathBuf> {
         .iter()
         .flat_map(|start| start.ancestors())
         .map(|dir| dir.join(relative))
-        .find(|candidate| candidate.is_dir())
+        .find(|candidate| candidate.exists())
 }

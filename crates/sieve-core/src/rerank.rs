@@ -75,7 +75,8 @@ pub enum Budget {
 /// One step of a cascade plan (`100@2` = the best 100 candidates are scored at layer 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CascadeStep {
-    /// How many candidates this step scores (the best of the previous step's).
+    /// How many candidates this step scores (the best of the previous step's); `usize::MAX`
+    /// (written `all`) = every one.
     pub keep: usize,
     /// Exit layer of this step.
     pub layer: u32,
@@ -98,9 +99,12 @@ impl Budget {
                     .trim()
                     .split_once('@')
                     .ok_or_else(|| format!("cascade step '{part}' is not KEEP@LAYER[:WIDTH]"))?;
-                let keep: usize = keep.trim().parse().map_err(|_| {
-                    format!("cascade step '{part}': KEEP must be a positive integer")
-                })?;
+                let keep: usize = match keep.trim() {
+                    "all" => usize::MAX,
+                    k => k.parse().map_err(|_| {
+                        format!("cascade step '{part}': KEEP must be a positive integer or `all`")
+                    })?,
+                };
                 let (layer, width) =
                     parse_layer_width(rest).map_err(|e| format!("cascade step '{part}': {e}"))?;
                 if keep == 0 {
@@ -181,7 +185,11 @@ impl std::fmt::Display for Budget {
                     if i > 0 {
                         write!(f, ",")?;
                     }
-                    write!(f, "{}@{}", st.keep, st.layer)?;
+                    if st.keep == usize::MAX {
+                        write!(f, "all@{}", st.layer)?;
+                    } else {
+                        write!(f, "{}@{}", st.keep, st.layer)?;
+                    }
                     if let Some(w) = st.width {
                         write!(f, ":{w}")?;
                     }
@@ -312,6 +320,21 @@ mod tests {
     #[test]
     fn budgets_parse_and_print_back() {
         for (text, budget) in [
+            (
+                "all@2,5@6",
+                Budget::Cascade(vec![
+                    CascadeStep {
+                        keep: usize::MAX,
+                        layer: 2,
+                        width: None,
+                    },
+                    CascadeStep {
+                        keep: 5,
+                        layer: 6,
+                        width: None,
+                    },
+                ]),
+            ),
             ("fast", Budget::Profile("fast".into())),
             ("default", Budget::Default),
             (

@@ -428,7 +428,7 @@ fn resolve_plan(exits: &[ManifestExit], budget: &Budget) -> Result<Plan, String>
                     );
                 }
                 plan.push(PlanStep {
-                    keep: Some(keep),
+                    keep: (keep != usize::MAX).then_some(keep),
                     layer,
                     width: check(layer, width)?,
                 });
