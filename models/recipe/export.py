@@ -167,7 +167,14 @@ def main():
                     'outputs': {'logits': '[batch, 1] = head l%d_w%d' % (exits[-1], max(widths))}},
            'calibration': {'method': 'p = sigmoid(score / temperature + bias), log-loss on held-out TRAIN queries',
                            'pairs': int(len(y)), 'positives': int(y.sum()), 'ece_bins': 10, 'heads': calib},
-           'training': cc['train'] | {'args': {k: v for k, v in cc['train']['args'].items() if k not in ('work', 'out')}},
+           'training': cc['train'] | {'args': {k: v for k, v in cc['train']['args'].items() if k not in ('work', 'out')},
+                                       'heldout_qids': cc['heldout']['qids']},
+           # Named budgets (`sieve search --rerank --budget NAME`); sieve calibrate / sieve eval
+           # measure them, and they may be edited to the measured Pareto points.
+           'profiles': {'fast': f'{exits[0]}:{max(widths)}',
+                        'balanced': f'100@{exits[0]},20@{exits[-1]}',
+                        'full': f'{exits[-1]}:{max(widths)}'},
+           'default_profile': 'full',
            'quantization': {'int8': 'onnxruntime quantize_dynamic QInt8, per_channel=%s' % (not a.no_per_channel)}}
     json.dump(man, open(os.path.join(a.out, 'matryoshka.json'), 'w'), indent=1)
     for fn in ['tokenizer.json', 'config.json']:

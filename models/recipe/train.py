@@ -43,6 +43,9 @@ def parse():
     ap.add_argument('--accum', type=int, default=1, help='gradient accumulation steps')
     ap.add_argument('--epochs', type=float, default=4)
     ap.add_argument('--max-steps', type=int, default=0, help='optimizer steps (overrides epochs when > 0)')
+    ap.add_argument('--max-minutes', type=float, default=0,
+                    help='wall-clock budget: the LR schedule follows max(step/steps, elapsed/budget) and training '
+                         'stops when the budget is spent (0 = no limit; sizes a CPU run to the time it has)')
     ap.add_argument('--lr', type=float, default=4e-5)
     ap.add_argument('--head-lr-mult', type=float, default=10.0)
     ap.add_argument('--weight-decay', type=float, default=0.01)
@@ -158,7 +161,19 @@ def main():
         {'params': wd(enc_p), 'lr': a.lr, 'weight_decay': 0.0},
         {'params': head_p, 'lr': a.lr * a.head_lr_mult, 'weight_decay': 0.0}])
     warm = max(1, int(a.warmup * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    t_train = time.time()
+
+    def lr_factor(s):
+        # Progress is the larger of the step fraction and, under --max-minutes, the time fraction,
+        # so a time-limited run still warms up and decays to zero by the end of its budget.
+        prog = s / total
+        if a.max_minutes > 0:
+            prog = max(prog, (time.time() - t_train) / (60 * a.max_minutes))
+        wfrac = warm / total
+        if prog < wfrac:
+            return (prog + 1 / total) / wfrac
+        return max(0.0, (1 - prog) / max(1e-9, 1 - wfrac))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
 
     log({'event': 'start', 'device': device_name(dev), 'torch': torch.__version__, 'bf16': use_bf16,
          'steps': total, 'steps_per_epoch': steps_per_epoch, 'counts': counts,
@@ -209,7 +224,8 @@ def main():
     stream = list(per_epoch)
     tl = time.time(); pairs_since = 0
     agg = {'ce': 0.0, 'mmse': 0.0, 'sd': 0.0, 'n': 0}
-    while step < total:
+    out_of_time = False
+    while step < total and not out_of_time:
         if len(stream) < a.batch:
             ep += 1
             stream += build_examples(train, a.max_pos_per_query, random.Random(a.seed + ep))
@@ -252,14 +268,16 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
         step += 1
-        if step % a.log_every == 0 or step == total:
+        out_of_time = (a.max_minutes > 0 and time.time() - t_train >= 60 * a.max_minutes) \
+            or os.path.exists(os.path.join(a.out, 'STOP'))  # touch work/ckpt/STOP to end early, saved
+        if step % a.log_every == 0 or step == total or out_of_time:
             el = time.time() - tl
             log({'event': 'train', 'step': step, 'epoch': round(seen_pairs / max(1, counts['pairs_per_epoch']), 3),
                  'loss_ce': round(agg['ce'] / agg['n'], 4), 'loss_margin_mse': round(agg['mmse'] / agg['n'], 4),
                  'loss_self_distill': round(agg['sd'] / agg['n'], 4), 'lr': sched.get_last_lr()[0],
                  'pairs_per_s': round(pairs_since / el, 1), 'pairs_seen': seen_pairs})
             agg = {'ce': 0.0, 'mmse': 0.0, 'sd': 0.0, 'n': 0}; tl = time.time(); pairs_since = 0
-        if step % a.eval_every == 0 or step == total:
+        if step % a.eval_every == 0 or step == total or out_of_time:
             last_eval = evaluate(step)
 
     # ---- save
