@@ -120,6 +120,15 @@ def main():
                     'fitted_on': f'{len(per_query)} held-out TRAIN queries (hybrid top-{a.depth})',
                     'grid': 'w in 0..1 step 0.05, nDCG@10'}
     json.dump(man, open(man_path, 'w'), indent=1)
+    card = os.path.join(a.model, 'README.md')
+    if os.path.exists(card):
+        rows = '\n'.join(f"| {h} | {v['weight']:.2f} | {v['ndcg@10']:.4f} | {v['ndcg@10_pure']:.4f} | {v['ndcg@10_fused']:.4f} |" for h, v in table.items())
+        text = (f"sieve orders the reranked window by `w · minmax(reranker) + (1 − w) · minmax(fused)` with "
+                f"w = **{table[default]['weight']:.2f}** (head {default}), fitted on {len(per_query)} held-out TRAIN "
+                f"queries (hybrid top-{a.depth}, nDCG@10, grid step 0.05); `--blend off` gives the pure reranker.\n\n"
+                "| head | best w | nDCG@10 blended | pure reranker | fused only |\n|---|---|---|---|---|\n" + rows)
+        c = open(card).read()
+        open(card, 'w').write(c.replace('{{BLEND}}', text))
     print(f'[blend] wrote blend.reranker_weight={table[default]["weight"]} into {man_path}')
 
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use sieve_rerank_onnx::{CrossEncoder, CrossEncoderConfig, Device, WindowAggregation};
+use sieve_rerank_onnx::{CrossEncoder, CrossEncoderConfig, Device, Precision, WindowAggregation};
 
 /// Where and how the cross-encoder runs.
 #[derive(Args, Clone)]
@@ -34,6 +34,9 @@ pub struct RerankerArgs {
     /// Token budget per model call (rows × padded length).
     #[arg(long, default_value_t = 8192)]
     pub batch_tokens: usize,
+    /// Which graphs of a Matryoshka model run: auto (int8 on CPU, fp32 on CUDA), int8 or fp32.
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
 }
 
 /// `cpu`, `cuda` or `cuda:N`.
@@ -74,6 +77,12 @@ impl RerankerArgs {
             ..CrossEncoderConfig::default()
         };
         config.session.device = self.device.0;
+        config.precision = match self.precision.as_str() {
+            "auto" => Precision::Auto,
+            "int8" => Precision::Int8,
+            "fp32" => Precision::Fp32,
+            other => anyhow::bail!("unknown --precision `{other}` (expected auto, int8 or fp32)"),
+        };
         let encoder = CrossEncoder::open(&dir, config)
             .with_context(|| format!("cannot load reranker {}", dir.display()))?;
         Ok(Arc::new(encoder))
