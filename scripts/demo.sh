@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled sample: set up, build sieve (release), index the sample corpus
-# (examples/sample/corpus.parquet, 120 documents written for the project), and search it.
+# (examples/sample/corpus.parquet, 120 documents written for the project), and search it, with
+# and without the rerank stage (sieve's own cross-encoder, models/sieve-ce-minilm-l6-2dm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -16,6 +17,14 @@ for query in "how do statins lower cholesterol" "why do coral reefs turn white" 
     echo "== sieve search $INDEX \"$query\" --k 5"
     $SIEVE search "$INDEX" "$query" --k 5
 done
+
+echo
+echo "== sieve search $INDEX \"why does bread dough rise\" --rerank --k 5 --explain   (sieve's own reranker, full depth)"
+$SIEVE search "$INDEX" "why does bread dough rise" --rerank --k 5 --explain
+
+echo
+echo "== sieve search $INDEX \"why does bread dough rise\" --rerank --cascade 50@2,10@6 --k 5 --explain"
+$SIEVE search "$INDEX" "why does bread dough rise" --rerank --cascade 50@2,10@6 --k 5 --explain
 
 echo
 echo "== sieve search $INDEX \"can an RNA shot rewrite my genes\" --fusion weighted:0.7 --k 3 --json"

@@ -776,3 +776,38 @@ fn eval_reports_every_exit_and_cascades_of_a_matryoshka_reranker() {
         "hybrid ran only to feed the rerank stage"
     );
 }
+
+#[test]
+fn the_bundled_reranker_runs_by_default_on_the_sample() {
+    // No --reranker: sieve's own model from models/ (it ships with the repository).
+    let response = search_json(&[
+        "why does bread dough rise",
+        "--rerank",
+        "--window",
+        "20",
+        "-k",
+        "5",
+    ]);
+    let rerank = &response["rerank"];
+    assert!(
+        rerank["model"]
+            .as_str()
+            .unwrap()
+            .contains("sieve-ce-minilm-l6-2dm"),
+        "{rerank}"
+    );
+    assert_eq!(rerank["stats"]["segments"].as_array().unwrap().len(), 3);
+    assert!(rerank["blend"].is_number(), "{rerank}");
+    let hits = response["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 5);
+    for hit in hits {
+        let p = hit["rerank"]["calibrated"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p), "{hit}");
+        assert_eq!(hit["exits"]["exits"].as_array().unwrap().len(), 6);
+    }
+    // The cheapest profile stops after layer 2: one segment runs.
+    let fast = search_json(&["bread", "--rerank", "--budget", "fast", "--window", "10"]);
+    let segments = fast["rerank"]["stats"]["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 1, "{fast}");
+    assert_eq!(segments[0]["exit_layer"], 2);
+}

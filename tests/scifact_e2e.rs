@@ -8,9 +8,12 @@ mod common;
 use std::time::Instant;
 
 use common::*;
-use sieve::{Mode, SearchRequest, Sieve};
+use std::sync::Arc;
+
+use sieve::{BlendChoice, Mode, RerankSettings, SearchRequest, Sieve};
 use sieve_eval::{Metric, MetricSpec, Qrels, Run, evaluate, load_beir_queries};
 use sieve_index::dense;
+use sieve_rerank_onnx::{CrossEncoder, CrossEncoderConfig};
 
 #[test]
 fn scifact_index_then_bm25_dense_hybrid_search() {
@@ -102,4 +105,92 @@ fn scifact_index_then_bm25_dense_hybrid_search() {
         hybrid > 0.68 && hybrid > bm25 && hybrid > dense,
         "hybrid nDCG@10 {hybrid}"
     );
+
+    rerank_with_the_bundled_model(&out, &queries, &qrels, &spec);
 }
+
+/// The rerank stage with sieve's own cross-encoder on real SciFact test queries: through the CLI
+/// (`sieve search --rerank`), and through the library on 40 queries, whose hybrid top-30 is
+/// reranked and scored: the pure reranker order, the blended default, and the fused order.
+fn rerank_with_the_bundled_model(
+    index: &std::path::Path,
+    queries: &[(String, String)],
+    qrels: &Qrels,
+    spec: &MetricSpec,
+) {
+    let model = repo_root().join("models/sieve-ce-minilm-l6-2dm");
+    assert!(
+        model.join("matryoshka.json").is_file(),
+        "the bundled reranker ships with the repository"
+    );
+    let (qid, text) = &queries[0];
+    let output = run_sieve(&[
+        "search",
+        index.to_str().unwrap(),
+        text,
+        "--rerank",
+        "--window",
+        "20",
+        "--json",
+    ]);
+    let (stdout, stderr) = texts(&output);
+    assert!(output.status.success(), "{stderr}");
+    let response: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let rerank = &response["rerank"];
+    assert_eq!(rerank["window"], 20);
+    assert!(
+        rerank["blend"].is_number(),
+        "the manifest's blend applies: {rerank}"
+    );
+    assert!(rerank["stats"]["segments"].as_array().unwrap().len() == 3);
+    let hit = &response["hits"][0];
+    assert_eq!(hit["exits"]["exits"].as_array().unwrap().len(), 6, "{hit}");
+    let p = hit["rerank"]["calibrated"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p));
+    println!("query {qid}: top hit {} (p = {p:.3})", hit["id"]);
+
+    let encoder = CrossEncoder::open(&model, CrossEncoderConfig::default()).unwrap();
+    let engine = Sieve::open(index).unwrap().with_reranker(Arc::new(encoder));
+    let subset = &queries[..40];
+    let sub_qrels: Qrels = subset
+        .iter()
+        .filter_map(|(id, _)| qrels.get(id).map(|j| (id, j)))
+        .flat_map(|(id, j)| j.iter().map(move |(d, &r)| (id.clone(), d.clone(), r)))
+        .collect();
+    let (mut pure, mut blended, mut fused) = (Run::new(), Run::new(), Run::new());
+    for (qid, text) in subset {
+        let request = SearchRequest {
+            k: 30,
+            rerank: Some(RerankSettings {
+                window: 30,
+                blend: BlendChoice::Model,
+                ..RerankSettings::default()
+            }),
+            ..SearchRequest::new(text.clone())
+        };
+        let response = engine.search(&request).unwrap();
+        for hit in &response.hits {
+            let raw = hit.rerank.expect("every hit of the window is reranked").raw;
+            pure.push(qid.clone(), hit.id.clone(), f64::from(raw));
+            blended.push(qid.clone(), hit.id.clone(), f64::from(hit.score));
+            fused.push(qid.clone(), hit.id.clone(), f64::from(hit.fused.score));
+        }
+    }
+    let ndcg = |run: &Run| {
+        evaluate(&sub_qrels, run, spec)
+            .mean(Metric::ndcg(10))
+            .unwrap()
+    };
+    let (pure, blended, fused) = (ndcg(&pure), ndcg(&blended), ndcg(&fused));
+    println!(
+        "SciFact test, 40 queries, hybrid top-30: fused {fused:.4}, reranked (pure) {pure:.4}, blended {blended:.4}"
+    );
+    assert!(pure > PURE_RERANK_FLOOR, "pure rerank nDCG@10 {pure}");
+    assert!(blended > fused - 0.04, "blended {blended} vs fused {fused}");
+}
+
+/// The pure reranker's nDCG@10 on the 40-query check must clear this. The shipped CPU-trained
+/// model scores ~0.33 where a random order of the hybrid top-30 scores ~0.15: a broken export or
+/// pair encoding falls to random. (The model is weak: the blend keeps the default within a hair of
+/// the fused order, which the second assertion checks.)
+const PURE_RERANK_FLOOR: f64 = 0.22;

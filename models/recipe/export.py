@@ -64,6 +64,7 @@ def main():
     ap.add_argument('--ckpt', default=os.path.join(HERE, 'work', 'ckpt'))
     ap.add_argument('--work', default=os.path.join(HERE, 'work'))
     ap.add_argument('--out', default=os.path.join(REPO, 'models', 'sieve-ce-minilm-l6-2dm'))
+    ap.add_argument('--name', default='sieve-ce-minilm-l6-2dm', help='model name recorded in matryoshka.json')
     ap.add_argument('--opset', type=int, default=17)
     ap.add_argument('--calib-queries', type=int, default=0, help='held-out queries for calibration (0 = all)')
     ap.add_argument('--no-per-channel', action='store_true')
@@ -157,7 +158,7 @@ def main():
                        'ece_before': round(ece(p0, y), 4), 'ece_after': round(ece(p1, y), 4)}
     print('[export] calibration (held-out TRAIN, %d pairs, %d positive):' % (len(y), int(y.sum())), json.dumps(calib), flush=True)
 
-    man = {'format': 'sieve-matryoshka-ce/1', 'name': os.path.basename(os.path.normpath(a.out)),
+    man = {'format': 'sieve-matryoshka-ce/1', 'name': a.name,
            'base_model': 'sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0)',
            'input': cc['input'], 'max_length': cc['max_length'], 'query_cap': cc['query_cap'],
            'token_type_ids': 'all zero (not a graph input)' if not use_tt else '0 for [CLS] q [SEP], 1 for d [SEP]',

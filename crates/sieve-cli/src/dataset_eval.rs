@@ -317,7 +317,9 @@ pub fn rerank_stages(
             if blend.is_some() {
                 push_reranked(&mut blended, list, window, &output, &fused, blend);
             }
-            if rerank.every_exit {
+            // Per-head rows come from single-plan passes (not cascades or latency budgets, whose
+            // documents stop at different exits).
+            if rerank.every_exit && !matches!(budget, Budget::Cascade(_) | Budget::LatencyMs(_)) {
                 for (key, head) in exit_outputs(&output) {
                     let upto: f64 = output
                         .stats
