@@ -293,8 +293,7 @@ pub fn rerank_stages(
         let (mut pure, mut blended) = (Run::new(), Run::new());
         let (mut totals, mut rerank_only) = (Vec::new(), Vec::new());
         // (layer, width) -> (run, end-to-end ms, rerank-only ms), from this budget's pass.
-        let mut heads: std::collections::BTreeMap<(u32, u32), (Run, Vec<f64>, Vec<f64>)> =
-            Default::default();
+        let mut heads: std::collections::BTreeMap<(u32, u32), HeadRows> = Default::default();
         for list in lists {
             let window = rerank.window.min(list.candidates.len());
             let docs: Vec<RerankDoc<'_>> = list.candidates[..window]
@@ -401,6 +400,9 @@ fn exit_outputs(output: &sieve::RerankOutput) -> Vec<((u32, u32), sieve::RerankO
         })
         .collect()
 }
+
+/// One exit head's run, end-to-end ms and rerank-only ms per query (`--every-exit`).
+type HeadRows = (Run, Vec<f64>, Vec<f64>);
 
 /// Appends one query's reranked list to `run`: the window in its final order, then the rest of
 /// the first-stage list. Run scores are rank-based so that trec_eval's sort reproduces the order.
