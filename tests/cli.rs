@@ -561,23 +561,28 @@ fn toy_matryoshka() -> String {
         .to_string()
 }
 
-#[test]
-fn search_runs_a_cascade_and_explains_every_exit() {
-    let model = toy_matryoshka();
-    let response = search_json(&[
+/// `sieve search` on the sample with the toy Matryoshka model: the 12 fused best under a cascade.
+fn cascade_search(model: &str, cascade: &str, blend: &str) -> Value {
+    search_json(&[
         "why does bread dough rise",
         "--rerank",
         "--reranker",
-        model.as_str(),
+        model,
         "--window",
         "12",
         "--cascade",
-        "12@2,6@4,3@6",
+        cascade,
         "--blend",
-        "off",
+        blend,
         "-k",
         "12",
-    ]);
+    ])
+}
+
+#[test]
+fn search_runs_a_cascade_and_explains_every_exit() {
+    let model = toy_matryoshka();
+    let response = cascade_search(&model, "12@2,6@4,3@6", "off");
     let stats = &response["rerank"]["stats"];
     assert_eq!(stats["plan"], "12@2:8,6@4:8,3@6:8");
     let segments = stats["segments"].as_array().unwrap();
@@ -589,6 +594,10 @@ fn search_runs_a_cascade_and_explains_every_exit() {
     assert!(survivors[0] >= 12 && survivors[1] < survivors[0] && survivors[2] < survivors[1]);
     let hits = response["hits"].as_array().unwrap();
     assert_eq!(hits.len(), 12);
+    let reached_order: Vec<u64> = hits
+        .iter()
+        .map(|h| h["fused"]["rank"].as_u64().unwrap())
+        .collect();
     // The first three reached layer 6, the next three were pruned after 4, the rest after 2.
     let reached: Vec<usize> = hits
         .iter()
@@ -600,6 +609,64 @@ fn search_runs_a_cascade_and_explains_every_exit() {
     assert_eq!(hits[4]["exits"]["pruned_at"], 4);
     assert_eq!(hits[8]["exits"]["pruned_at"], 2);
     assert!(hits[0]["exits"]["pruned_at"].is_null());
+
+    // With a blend, the cascade prunes on it: at weight 0 the survivors are the fused top 3 and
+    // the final order is the fused order, whatever the exits say.
+    let response = cascade_search(&model, "12@2,3@6", "0");
+    let hits = response["hits"].as_array().unwrap();
+    let fused_ranks: Vec<u64> = hits
+        .iter()
+        .map(|h| h["fused"]["rank"].as_u64().unwrap())
+        .collect();
+    assert_eq!(fused_ranks, (1..=12).collect::<Vec<u64>>());
+    assert!(hits[..3].iter().all(|h| h["exits"]["pruned_at"].is_null()));
+    assert!(hits[3..].iter().all(|h| h["exits"]["pruned_at"] == 2));
+    assert_ne!(
+        reached_order, fused_ranks,
+        "the pure cascade's order is the model's, not the fused one"
+    );
+
+    // Profiles from a file replace or add to the manifest's; a bad file is named.
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles.json");
+    std::fs::write(
+        &profiles,
+        r#"{"profiles": {"quick": "10@2,3@4"}, "default_profile": "quick"}"#,
+    )
+    .unwrap();
+    for budget in [&[][..], &["--budget", "quick"][..]] {
+        let mut args = vec![
+            "bread",
+            "--rerank",
+            "--reranker",
+            model.as_str(),
+            "--profiles",
+            profiles.to_str().unwrap(),
+        ];
+        args.extend_from_slice(budget);
+        let response = search_json(&args);
+        assert_eq!(response["rerank"]["stats"]["plan"], "10@2:8,3@4:8");
+    }
+    let index = sample_index().to_str().unwrap().to_string();
+    for (content, needle) in [
+        ("{not json", "profiles.json"),
+        (r#"{"profiles": {"deep": "9:8"}}"#, "profiles given for"),
+        (r#"{"profile": {"deep": "2:8"}}"#, "profile"),
+        ("{}", "neither"),
+    ] {
+        std::fs::write(&profiles, content).unwrap();
+        let stderr = failure(&[
+            "search",
+            index.as_str(),
+            "bread",
+            "--rerank",
+            "--reranker",
+            model.as_str(),
+            "--profiles",
+            profiles.to_str().unwrap(),
+        ]);
+        assert!(stderr.contains(needle), "{content}: {stderr}");
+    }
 
     // Named profiles and explicit exits run too; a bad exit is named.
     for budget in [["--budget", "fast"], ["--exit", "4:4"]] {
@@ -613,7 +680,6 @@ fn search_runs_a_cascade_and_explains_every_exit() {
         ]);
         assert!(response["rerank"]["stats"]["plan"].is_string());
     }
-    let index = sample_index().to_str().unwrap().to_string();
     let stderr = failure(&[
         "search",
         index.as_str(),
@@ -770,10 +836,32 @@ fn eval_reports_every_exit_and_cascades_of_a_matryoshka_reranker() {
     for head in ["2:4", "4:8", "4:4", "6:4"] {
         row(&format!("exit {head} (in full)"));
     }
-    row("rerank 10@2,4@6");
+    let cascade = row("rerank 10@2,4@6");
+    assert_eq!(cascade["plan"], "10@2:8,4@6:8");
+    assert_eq!(full["plan"], "6:8");
+    assert_eq!(shallow["head_of_pass"], true);
     assert!(
         !stages.iter().any(|s| s["stage"] == "hybrid"),
         "hybrid ran only to feed the rerank stage"
+    );
+
+    // The comparison: every row, speed-ups against the full-depth pass, a Pareto front.
+    let comparison = report["comparison"].as_array().unwrap();
+    assert_eq!(comparison.len(), stages.len());
+    let compared = |name: &str| comparison.iter().find(|r| r["stage"] == name).unwrap();
+    assert_eq!(compared("rerank full")["speedup"].as_f64(), Some(1.0));
+    let speedup = compared("rerank 10@2,4@6")["speedup"].as_f64().unwrap();
+    let expected = full["rerank_latency"]["mean_ms"].as_f64().unwrap()
+        / cascade["rerank_latency"]["mean_ms"].as_f64().unwrap();
+    assert!((speedup - expected).abs() < 1e-9, "{speedup} vs {expected}");
+    assert!(
+        report["candidates"].is_null() && compared("rerank full")["gain"].is_null(),
+        "no gain without the candidates' own row"
+    );
+    assert!(comparison.iter().any(|r| r["pareto"] == true));
+    assert!(
+        stdout.contains("Pareto front") && stdout.contains("speed-up"),
+        "{stdout}"
     );
 }
 

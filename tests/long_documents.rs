@@ -116,7 +116,7 @@ fn answers_late_in_long_documents_are_found_as_well_as_early_ones() {
     let windowed = CrossEncoder::open(
         &model,
         CrossEncoderConfig {
-            max_windows: 16,
+            max_windows: Some(16),
             ..Default::default()
         },
     )
@@ -124,7 +124,7 @@ fn answers_late_in_long_documents_are_found_as_well_as_early_ones() {
     let truncating = CrossEncoder::open(
         &model,
         CrossEncoderConfig {
-            max_windows: 1,
+            max_windows: Some(1),
             ..Default::default()
         },
     )

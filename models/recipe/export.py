@@ -161,6 +161,8 @@ def main():
     man = {'format': 'sieve-matryoshka-ce/1', 'name': a.name,
            'base_model': 'sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0)',
            'input': cc['input'], 'max_length': cc['max_length'], 'query_cap': cc['query_cap'],
+           # trained on the first max_length tokens of each pair: score documents the same way
+           'max_windows': 1,
            'token_type_ids': 'all zero (not a graph input)' if not use_tt else '0 for [CLS] q [SEP], 1 for d [SEP]',
            'pooling': cc['pooling'], 'hidden_size': H, 'exits': [{'layer': e, 'widths': widths} for e in exits],
            'segments': segs,

@@ -21,6 +21,7 @@ use sieve_eval::{
 use sieve_index::{BuildOptions, IndexBuilder, Manifest};
 use std::sync::Arc;
 
+use crate::budget_summary::{self, BudgetRow};
 use crate::progress::Bars;
 use crate::table::Table;
 use sieve_index::Progress;
@@ -102,6 +103,20 @@ pub struct StageReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerank_latency: Option<Latency>,
     pub run_file: Option<PathBuf>,
+    /// Rerank rows: the plan every query ran (`L:W` or a cascade), or `per query` when it
+    /// varied (latency budgets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// Blended rows: the reranker's weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blend: Option<f32>,
+    /// Exit-head rows read out of a deeper pass (`--every-exit`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub head_of_pass: bool,
+    /// Query id -> metric -> value (kept in memory for the paired comparison; the TREC run
+    /// files hold what is needed to recompute it).
+    #[serde(skip)]
+    pub per_query: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
 }
 
 /// The whole report, as written to JSON.
@@ -118,6 +133,13 @@ pub struct DatasetReport {
     pub command: String,
     pub machine: String,
     pub stages: Vec<StageReport>,
+    /// The stage whose lists the rerank rows reranked (when it is in `stages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<String>,
+    /// Every stage on quality and cost: gain over the candidates, share of the full-depth gain
+    /// kept, speed-up over full depth, Pareto front.
+    #[serde(default)]
+    pub comparison: Vec<BudgetRow>,
 }
 
 /// Identifies the corpus and embedder an index was built from, to decide whether a cached
@@ -260,6 +282,10 @@ impl StageWriter<'_> {
             latency,
             rerank_latency,
             run_file,
+            plan: None,
+            blend: None,
+            head_of_pass: false,
+            per_query: report.per_query,
         })
     }
 }
@@ -292,8 +318,10 @@ pub fn rerank_stages(
         bars.start(&label, lists.len() as u64);
         let (mut pure, mut blended) = (Run::new(), Run::new());
         let (mut totals, mut rerank_only) = (Vec::new(), Vec::new());
+        let (mut blended_totals, mut blended_only) = (Vec::new(), Vec::new());
         // (layer, width) -> (run, end-to-end ms, rerank-only ms), from this budget's pass.
         let mut heads: std::collections::BTreeMap<(u32, u32), HeadRows> = Default::default();
+        let mut plans: std::collections::BTreeSet<String> = Default::default();
         for list in lists {
             let window = rerank.window.min(list.candidates.len());
             let docs: Vec<RerankDoc<'_>> = list.candidates[..window]
@@ -309,12 +337,40 @@ pub fn rerank_stages(
                 .rerank_budgeted(&list.query, &docs, budget)
                 .with_context(|| format!("reranking query {} under budget {budget}", list.qid))?;
             let ms = started.elapsed().as_secs_f64() * 1e3;
+            plans.insert(output.stats.plan.clone());
             rerank_only.push(ms);
             totals.push(list.first_stage_ms + ms);
             let fused: Vec<f32> = list.candidates[..window].iter().map(|(_, s)| *s).collect();
             push_reranked(&mut pure, list, window, &output, &fused, None);
             if blend.is_some() {
-                push_reranked(&mut blended, list, window, &output, &fused, blend);
+                // A cascade that pruned chooses other survivors when it prunes on the blend:
+                // the blended row gets a pass (and a time) of its own.
+                let pruned = output
+                    .traces
+                    .iter()
+                    .any(|t| matches!(t.pruned_at, Some(layer) if layer > 0));
+                let repass = if pruned {
+                    let started = Instant::now();
+                    let output = sieve::rerank_window(
+                        rerank.reranker.as_ref(),
+                        &list.query,
+                        &docs,
+                        budget,
+                        &fused,
+                        blend,
+                    )
+                    .with_context(|| {
+                        format!("reranking query {} under budget {budget}", list.qid)
+                    })?;
+                    Some((output, started.elapsed().as_secs_f64() * 1e3))
+                } else {
+                    None
+                };
+                let (blended_output, blended_ms) =
+                    repass.as_ref().map_or((&output, ms), |(o, ms)| (o, *ms));
+                push_reranked(&mut blended, list, window, blended_output, &fused, blend);
+                blended_only.push(blended_ms);
+                blended_totals.push(list.first_stage_ms + blended_ms);
             }
             // Per-head rows come from single-plan passes (not cascades or latency budgets, whose
             // documents stop at different exits).
@@ -337,27 +393,35 @@ pub fn rerank_stages(
             bars.advance(1);
         }
         bars.finish();
-        reports.push(writer.report(
-            &label,
-            &pure,
-            latency(totals.clone()),
-            Some(latency(rerank_only.clone())),
-        )?);
+        let plan = match plans.len() {
+            0 => None,
+            1 => plans.pop_first().filter(|p| !p.is_empty()),
+            _ => Some("per query".to_string()),
+        };
+        let mut row = writer.report(&label, &pure, latency(totals), Some(latency(rerank_only)))?;
+        row.plan = plan.clone();
+        reports.push(row);
         if let Some(w) = blend {
-            reports.push(writer.report(
+            let mut row = writer.report(
                 &format!("{label} + blend {w:.2}"),
                 &blended,
-                latency(totals),
-                Some(latency(rerank_only)),
-            )?);
+                latency(blended_totals),
+                Some(latency(blended_only)),
+            )?;
+            row.plan = plan;
+            row.blend = Some(w);
+            reports.push(row);
         }
         for ((layer, width), (run, total, only)) in heads {
-            reports.push(writer.report(
+            let mut row = writer.report(
                 &format!("exit {layer}:{width} (in {budget})"),
                 &run,
                 latency(total),
                 Some(latency(only)),
-            )?);
+            )?;
+            row.plan = Some(format!("{layer}:{width}"));
+            row.head_of_pass = true;
+            reports.push(row);
         }
     }
     Ok(reports)
@@ -701,6 +765,20 @@ pub fn run(job: DatasetEval) -> Result<()> {
         }
     };
 
+    let quality = Metric::ndcg(10).to_string();
+    let candidates = job
+        .rerank
+        .as_ref()
+        .map(|_| match &job.rerank_run {
+            Some(path) => format!("run {}", path.display()),
+            None => Mode::Hybrid.to_string(),
+        })
+        .filter(|name| stages.iter().any(|s| &s.stage == name));
+    let comparison = if job.rerank.is_some() {
+        budget_summary::summarize(&stages, candidates.as_deref(), &quality)
+    } else {
+        Vec::new()
+    };
     let report = DatasetReport {
         dataset: name.clone(),
         split: job.split.clone(),
@@ -713,8 +791,22 @@ pub fn run(job: DatasetEval) -> Result<()> {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine: format!("{} cores", sieve_onnx::available_cores()),
         stages,
+        candidates,
+        comparison,
     };
     print_table(&report, &job.spec);
+    if !report.comparison.is_empty() {
+        println!(
+            "\n{quality} vs cost — gain over the reranked candidates with its 95% paired-bootstrap \
+             interval; share of the full-depth gain kept (same blend; shown only when that gain's \
+             interval is above 0) and speed-up against full depth; ◆ = Pareto front (mean \
+             ms/query end to end)"
+        );
+        print!(
+            "{}",
+            budget_summary::render(&report.comparison, &quality, report.candidates.as_deref())
+        );
+    }
 
     let json_path = job
         .json
@@ -726,7 +818,6 @@ pub fn run(job: DatasetEval) -> Result<()> {
     std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("cannot write {}", json_path.display()))?;
     let svg_path = json_path.with_extension("svg");
-    let quality = Metric::ndcg(10).to_string();
     let points: Vec<PlotPoint> = report
         .stages
         .iter()

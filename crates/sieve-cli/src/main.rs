@@ -1,5 +1,6 @@
 //! `sieve`: index Parquet corpora and search them from the command line.
 
+mod budget_summary;
 mod calibrate_cmd;
 mod dataset_eval;
 mod eval_cmd;

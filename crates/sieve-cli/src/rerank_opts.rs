@@ -1,6 +1,7 @@
 //! Command-line options shared by everything that loads a cross-encoder.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -25,9 +26,10 @@ pub struct RerankerArgs {
     /// Longest pair in tokens [default: the model's, at most 512].
     #[arg(long)]
     pub max_length: Option<usize>,
-    /// Windows per long document (1 = plain truncation).
-    #[arg(long, default_value_t = 8)]
-    pub max_windows: usize,
+    /// Windows per long document (1 = plain truncation) [default: the model manifest's
+    /// `max_windows`, else 8].
+    #[arg(long)]
+    pub max_windows: Option<usize>,
     /// Document score from its windows: max or mean-top2.
     #[arg(long, default_value = "max")]
     pub window_score: String,
@@ -37,6 +39,34 @@ pub struct RerankerArgs {
     /// Which graphs of a Matryoshka model run: auto (int8 on CPU, fp32 on CUDA), int8 or fp32.
     #[arg(long, default_value = "auto")]
     pub precision: String,
+    /// JSON file of budget profiles that replace or add to the model manifest's:
+    /// `{"profiles": {"NAME": "L:W" | "K@L[:W],...", ...}, "default_profile": "NAME"}`.
+    #[arg(long, value_name = "FILE")]
+    pub profiles: Option<PathBuf>,
+}
+
+/// The contents of a `--profiles` file.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfilesFile {
+    #[serde(default)]
+    profiles: BTreeMap<String, String>,
+    #[serde(default)]
+    default_profile: Option<String>,
+}
+
+fn read_profiles(path: &Path) -> Result<ProfilesFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the profiles file {}", path.display()))?;
+    let file: ProfilesFile = serde_json::from_str(&text)
+        .with_context(|| format!("the profiles file {} is not valid", path.display()))?;
+    if file.profiles.is_empty() && file.default_profile.is_none() {
+        anyhow::bail!(
+            "the profiles file {} defines neither `profiles` nor `default_profile`",
+            path.display()
+        );
+    }
+    Ok(file)
 }
 
 /// `cpu`, `cuda` or `cuda:N`.
@@ -77,6 +107,11 @@ impl RerankerArgs {
             ..CrossEncoderConfig::default()
         };
         config.session.device = self.device.0;
+        if let Some(path) = &self.profiles {
+            let file = read_profiles(path)?;
+            config.profiles = file.profiles;
+            config.default_profile = file.default_profile;
+        }
         config.precision = match self.precision.as_str() {
             "auto" => Precision::Auto,
             "int8" => Precision::Int8,

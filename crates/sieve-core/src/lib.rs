@@ -12,8 +12,8 @@ mod types;
 
 pub use fusion::{Fusion, FusionSpec, Rrf, WeightedFusion};
 pub use rerank::{
-    Budget, CascadeStep, ExitScore, ExitTrace, RerankDoc, RerankError, RerankOutput, RerankScore,
-    RerankStats, Reranker, SegmentTiming, sigmoid,
+    Budget, CascadeStep, ExitScore, ExitTrace, PruneBlend, RerankDoc, RerankError, RerankOutput,
+    RerankScore, RerankStats, Reranker, SegmentTiming, min_max, sigmoid,
 };
 pub use types::{Candidate, FusedCandidate, FusedList, RankedList, StageScore};
 

@@ -306,6 +306,84 @@ pub trait Reranker: Send + Sync {
             ))),
         }
     }
+
+    /// [`rerank_budgeted`](Self::rerank_budgeted) for a caller that will rank by a blend of the
+    /// reranker with the first stage: a cascade then keeps, at each step, the documents best on
+    /// that same blend ([`PruneBlend::scores`]), so a shallow exit that is weaker than the first
+    /// stage cannot throw away what the first stage ranked high. Plans without pruning score the
+    /// same as `rerank_budgeted`, which is what rerankers without cascades do.
+    fn rerank_blended(
+        &self,
+        query: &str,
+        docs: &[RerankDoc<'_>],
+        budget: &Budget,
+        blend: PruneBlend<'_>,
+    ) -> Result<RerankOutput, RerankError> {
+        blend.check(docs.len())?;
+        self.rerank_budgeted(query, docs, budget)
+    }
+}
+
+/// The blend a cascade prunes by: `weight · exit score + (1 − weight) · first-stage score`, the
+/// exit scores min-max normalised over the documents still in the cascade and the first-stage
+/// scores over all of the call's documents — the way the final order is blended.
+#[derive(Debug, Clone, Copy)]
+pub struct PruneBlend<'a> {
+    /// Each document's first-stage score, in the order of the documents.
+    pub first_stage: &'a [f32],
+    /// The reranker's weight, in `[0, 1]`.
+    pub weight: f32,
+}
+
+impl PruneBlend<'_> {
+    /// Checks there is one first-stage score per document and a usable weight.
+    pub fn check(&self, docs: usize) -> Result<(), RerankError> {
+        if self.first_stage.len() != docs {
+            return Err(RerankError::Invalid(format!(
+                "{} first-stage scores for {docs} documents",
+                self.first_stage.len()
+            )));
+        }
+        if !(self.weight.is_finite() && (0.0..=1.0).contains(&self.weight)) {
+            return Err(RerankError::Invalid(format!(
+                "blend weight must be in [0, 1], got {}",
+                self.weight
+            )));
+        }
+        Ok(())
+    }
+
+    /// The blended score of each of `members` (indices into the documents), given their exit
+    /// scores in the same order.
+    pub fn scores(&self, members: &[usize], exit_scores: &[f32]) -> Vec<f32> {
+        let first = min_max(self.first_stage);
+        let exit = min_max(exit_scores);
+        members
+            .iter()
+            .zip(exit)
+            .map(|(&d, e)| self.weight * e + (1.0 - self.weight) * first[d])
+            .collect()
+    }
+}
+
+/// Min-max normalisation to `[0, 1]`; all-equal (or non-finite-range) inputs map to 1.
+pub fn min_max(values: &[f32]) -> Vec<f32> {
+    let (lo, hi) = values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let range = hi - lo;
+    values
+        .iter()
+        .map(|&v| {
+            if range > 0.0 && range.is_finite() {
+                (v - lo) / range
+            } else {
+                1.0
+            }
+        })
+        .collect()
 }
 
 /// The logistic function, used to turn logits into calibrated scores.

@@ -21,13 +21,13 @@ mod retrievers;
 
 pub use pipeline::{
     BlendChoice, FirstStage, Hit, Mode, OpenOptions, RerankReport, RerankSettings, SearchRequest,
-    SearchResponse, Sieve, SieveError, Timings, rerank_order,
+    SearchResponse, Sieve, SieveError, Timings, rerank_order, rerank_window,
 };
 pub use retrievers::{Bm25Retriever, DenseRetriever};
 pub use sieve_core::{
     Budget, Candidate, CascadeStep, ExitScore, ExitTrace, FusedCandidate, Fusion, FusionSpec,
-    RankedList, RerankDoc, RerankError, RerankOutput, RerankScore, RerankStats, Reranker,
-    Retriever, Rrf, SegmentTiming, StageScore, WeightedFusion,
+    PruneBlend, RankedList, RerankDoc, RerankError, RerankOutput, RerankScore, RerankStats,
+    Reranker, Retriever, Rrf, SegmentTiming, StageScore, WeightedFusion,
 };
 pub use sieve_index::SieveIndex;
 

@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sieve_core::{
-    Budget, ExitTrace, FusedCandidate, FusedList, FusionSpec, RankedList, RerankDoc, RerankError,
-    RerankOutput, RerankScore, RerankStats, Reranker, RetrieveError, Retriever, StageScore,
+    Budget, ExitTrace, FusedCandidate, FusedList, FusionSpec, PruneBlend, RankedList, RerankDoc,
+    RerankError, RerankOutput, RerankScore, RerankStats, Reranker, RetrieveError, Retriever,
+    StageScore, min_max,
 };
 use sieve_embed::{BiEncoder, EmbedderConfig};
 use sieve_index::{IndexError, SieveIndex};
@@ -157,6 +158,31 @@ impl BlendChoice {
     }
 }
 
+/// Reranks a window under `budget`. With a blend, a cascade prunes on that blend of each exit's
+/// score with the fused score (see [`Reranker::rerank_blended`]), so the survivors of every step
+/// are the ones [`rerank_order`] would put first; without one, on the exit scores alone.
+pub fn rerank_window(
+    reranker: &dyn Reranker,
+    query: &str,
+    docs: &[RerankDoc<'_>],
+    budget: &Budget,
+    fused_scores: &[f32],
+    blend: Option<f32>,
+) -> Result<RerankOutput, RerankError> {
+    match blend {
+        Some(weight) => reranker.rerank_blended(
+            query,
+            docs,
+            budget,
+            PruneBlend {
+                first_stage: fused_scores,
+                weight: weight.clamp(0.0, 1.0),
+            },
+        ),
+        None => reranker.rerank_budgeted(query, docs, budget),
+    }
+}
+
 /// The final order of a reranked window: positions (0-based, into the window) best first, and
 /// each one's final score.
 ///
@@ -217,19 +243,6 @@ pub fn rerank_order(
             .then(a.cmp(&b))
     });
     order.into_iter().map(|i| (i, final_score[i])).collect()
-}
-
-/// Min-max normalisation to `[0, 1]`; all-equal inputs map to 1.
-fn min_max(values: &[f32]) -> Vec<f32> {
-    let (lo, hi) = values
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
-    values
-        .iter()
-        .map(|&v| if hi > lo { (v - lo) / (hi - lo) } else { 1.0 })
-        .collect()
 }
 
 impl SearchRequest {
@@ -532,9 +545,17 @@ impl Sieve {
                 text: &d.text,
             })
             .collect();
+        let blend = settings.blend.weight_for(reranker.as_ref());
+        let fused_scores: Vec<f32> = stage.fused[..window].iter().map(|c| c.score).collect();
         let rerank_started = Instant::now();
-        let output = match reranker.rerank_budgeted(&request.query, &rerank_docs, &settings.budget)
-        {
+        let output = match rerank_window(
+            reranker.as_ref(),
+            &request.query,
+            &rerank_docs,
+            &settings.budget,
+            &fused_scores,
+            blend,
+        ) {
             Ok(output) if output.scores.len() == window => output,
             Ok(output) => {
                 return Err(self.rerank_failed(
@@ -556,8 +577,6 @@ impl Sieve {
 
         // The reranked window in its final order (cascade tiers, blend), then the min-score
         // filter on the calibrated score (never-scored candidates cannot pass a threshold).
-        let blend = settings.blend.weight_for(reranker.as_ref());
-        let fused_scores: Vec<f32> = stage.fused[..window].iter().map(|c| c.score).collect();
         let order = rerank_order(&output, &fused_scores, blend);
         let unscored = |i: usize| matches!(output.traces.get(i), Some(t) if t.pruned_at == Some(0));
         let passing: Vec<(usize, f32)> = order

@@ -41,12 +41,14 @@ mod matryoshka;
 mod single;
 mod windows;
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sieve_core::{
-    Budget, RerankDoc, RerankError, RerankOutput, RerankScore, RerankStats, Reranker, sigmoid,
+    Budget, PruneBlend, RerankDoc, RerankError, RerankOutput, RerankScore, RerankStats, Reranker,
+    sigmoid,
 };
 pub use sieve_onnx::{Device, SessionOptions};
 
@@ -58,12 +60,15 @@ pub use matryoshka::{
 pub use windows::{WindowAggregation, plan_windows};
 
 use encode::{PairEncoder, check_room, load_pair_tokenizer};
-use matryoshka::Matryoshka;
+use matryoshka::{Matryoshka, Runner};
 use single::SingleGraph;
 
 /// The longest sequence used when the model does not say otherwise, and the cap on what
 /// `config.json` may ask for (BERT-family position tables hold 512 positions).
 pub const DEFAULT_MAX_LENGTH: usize = 512;
+
+/// Windows per long document when neither the caller nor the model's manifest says otherwise.
+pub const DEFAULT_MAX_WINDOWS: usize = 8;
 
 /// The optional calibration file of a model directory: `{"temperature": T, "bias": b}`.
 pub const CALIBRATION_FILE: &str = "sieve_calibration.json";
@@ -98,9 +103,11 @@ pub struct CrossEncoderConfig {
     /// (default): half the document budget, so windows overlap by half and any passage up to
     /// half a window long is seen whole by some window. Clamped to `1..=budget`.
     pub window_stride: Option<usize>,
-    /// The most windows scored per document (default 8); see [`plan_windows`] for which windows
-    /// are chosen when a document needs more. 1 means plain truncation.
-    pub max_windows: usize,
+    /// The most windows scored per document; see [`plan_windows`] for which windows are chosen
+    /// when a document needs more. 1 means plain truncation. `None` (default): the Matryoshka
+    /// manifest's `max_windows` (what the model was trained with), else
+    /// [`DEFAULT_MAX_WINDOWS`].
+    pub max_windows: Option<usize>,
     /// How window scores are combined (default: the best window).
     pub aggregation: WindowAggregation,
     /// Upper bound on `rows × padded length` per model call (default 8192 tokens).
@@ -111,6 +118,12 @@ pub struct CrossEncoderConfig {
     pub session: SessionOptions,
     /// Int8 or fp32 graphs for Matryoshka models (default: int8 on CPU, fp32 on CUDA).
     pub precision: Precision,
+    /// Named budget profiles that replace or add to a Matryoshka manifest's (name → an exit
+    /// `L:W` or a cascade `K@L[:W],...`), so a deployment can tune its plans without editing the
+    /// model directory. Empty by default; not used by single-graph models.
+    pub profiles: BTreeMap<String, String>,
+    /// The profile [`Budget::Default`] runs, replacing the manifest's `default_profile`.
+    pub default_profile: Option<String>,
 }
 
 impl Default for CrossEncoderConfig {
@@ -119,12 +132,14 @@ impl Default for CrossEncoderConfig {
             max_length: None,
             query_max_tokens: 64,
             window_stride: None,
-            max_windows: 8,
+            max_windows: None,
             aggregation: WindowAggregation::Max,
             batch_tokens: 8192,
             max_batch: 64,
             session: SessionOptions::default(),
             precision: Precision::Auto,
+            profiles: BTreeMap::new(),
+            default_profile: None,
         }
     }
 }
@@ -295,7 +310,7 @@ impl CrossEncoder {
             max_length,
             query_max_tokens: config.query_max_tokens,
             window_stride: config.window_stride,
-            max_windows: config.max_windows,
+            max_windows: config.max_windows.unwrap_or(DEFAULT_MAX_WINDOWS),
         };
         let graph = SingleGraph::load(&model_path, &encoder, &config.session)?;
         Ok(Self {
@@ -321,7 +336,21 @@ impl CrossEncoder {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_path_buf();
-        let manifest = Manifest::read(manifest_path)?;
+        let mut manifest = Manifest::read(manifest_path)?;
+        if !config.profiles.is_empty() || config.default_profile.is_some() {
+            manifest
+                .profiles
+                .extend(config.profiles.iter().map(|(k, v)| (k.clone(), v.clone())));
+            if let Some(name) = &config.default_profile {
+                manifest.default_profile = Some(name.clone());
+            }
+            manifest.validate().map_err(|e| {
+                load_err(format!(
+                    "profiles given for {}: {e}",
+                    manifest_path.display()
+                ))
+            })?;
+        }
         let tokenizer_path = model_dir.join("tokenizer.json");
         if !tokenizer_path.is_file() {
             return Err(load_err(format!(
@@ -342,7 +371,10 @@ impl CrossEncoder {
             max_length,
             query_max_tokens: manifest.query_cap,
             window_stride: config.window_stride,
-            max_windows: config.max_windows,
+            max_windows: config
+                .max_windows
+                .or(manifest.max_windows)
+                .unwrap_or(DEFAULT_MAX_WINDOWS),
         };
         let model = Matryoshka::load(manifest, manifest_path, &model_dir, &encoder, &config)?;
         Ok(Self {
@@ -652,18 +684,46 @@ impl Reranker for CrossEncoder {
         docs: &[RerankDoc<'_>],
         budget: &Budget,
     ) -> Result<RerankOutput, RerankError> {
+        self.rerank_pruning_on(query, docs, budget, None)
+    }
+
+    fn rerank_blended(
+        &self,
+        query: &str,
+        docs: &[RerankDoc<'_>],
+        budget: &Budget,
+        blend: PruneBlend<'_>,
+    ) -> Result<RerankOutput, RerankError> {
+        blend.check(docs.len())?;
+        self.rerank_pruning_on(query, docs, budget, Some(blend))
+    }
+}
+
+impl CrossEncoder {
+    /// Scores under `budget`; a cascade prunes on the exit scores, or on their blend with the
+    /// first stage when `blend` is given.
+    fn rerank_pruning_on(
+        &self,
+        query: &str,
+        docs: &[RerankDoc<'_>],
+        budget: &Budget,
+        blend: Option<PruneBlend<'_>>,
+    ) -> Result<RerankOutput, RerankError> {
         match &self.engine {
             Engine::Single { graph, calibration } => match budget {
                 Budget::Default => self.rerank_single(graph, *calibration, query, docs),
                 other => Err(self.needs_matryoshka(&format!("budgets such as '{other}'"))),
             },
             Engine::Matryoshka(m) => m.rerank(
-                &self.encoder,
-                &self.config,
-                &self.device,
+                &Runner {
+                    encoder: &self.encoder,
+                    config: &self.config,
+                    device: &self.device,
+                },
                 query,
                 docs,
                 budget,
+                blend,
             ),
         }
     }
@@ -678,7 +738,7 @@ fn validate_config(config: &CrossEncoderConfig) -> Result<(), RerankError> {
     if config.query_max_tokens == 0 {
         return bad("query_max_tokens must be at least 1");
     }
-    if config.max_windows == 0 {
+    if config.max_windows == Some(0) {
         return bad("max_windows must be at least 1");
     }
     if config.window_stride == Some(0) {

@@ -29,8 +29,8 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, TensorElementType};
 use serde::{Deserialize, Serialize};
 use sieve_core::{
-    Budget, CascadeStep, ExitScore, ExitTrace, RerankDoc, RerankError, RerankOutput, RerankScore,
-    RerankStats, SegmentTiming, sigmoid,
+    Budget, CascadeStep, ExitScore, ExitTrace, PruneBlend, RerankDoc, RerankError, RerankOutput,
+    RerankScore, RerankStats, SegmentTiming, sigmoid,
 };
 
 use crate::cost::{self, COST_FILE, CostTable};
@@ -61,6 +61,10 @@ pub struct Manifest {
     pub query_cap: usize,
     /// Width of the hidden states passed between segments.
     pub hidden_size: usize,
+    /// Windows scored per long document by default: 1 (plain truncation) for a model trained on
+    /// the first `max_length` tokens of each pair. Absent: the crate's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_windows: Option<usize>,
     /// How token types are fed (informative; the graph's inputs decide).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_type_ids: Option<String>,
@@ -166,6 +170,9 @@ impl Manifest {
         }
         if self.max_length == 0 || self.query_cap == 0 || self.hidden_size == 0 {
             return Err("max_length, query_cap and hidden_size must be at least 1".into());
+        }
+        if self.max_windows == Some(0) {
+            return Err("max_windows must be at least 1".into());
         }
         if self.segments.is_empty() {
             return Err("no segments".into());
@@ -320,6 +327,15 @@ fn describe_exits(exits: &[ManifestExit]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What a [`Matryoshka`] call runs with, from the [`CrossEncoder`](crate::CrossEncoder) that owns
+/// it: the pair encoder, the settings and the device name (for stats and cost tables).
+#[derive(Clone, Copy)]
+pub(crate) struct Runner<'a> {
+    pub encoder: &'a PairEncoder,
+    pub config: &'a CrossEncoderConfig,
+    pub device: &'a str,
 }
 
 /// A concrete plan: the steps of a cascade, or a single step for one exit.
@@ -832,13 +848,17 @@ impl Matryoshka {
     /// Scores `docs` under `budget`.
     pub fn rerank(
         &self,
-        encoder: &PairEncoder,
-        config: &CrossEncoderConfig,
-        device: &str,
+        runner: &Runner<'_>,
         query: &str,
         docs: &[RerankDoc<'_>],
         budget: &Budget,
+        blend: Option<PruneBlend<'_>>,
     ) -> Result<RerankOutput, RerankError> {
+        let &Runner {
+            encoder,
+            config,
+            device,
+        } = runner;
         let mut stats = RerankStats {
             device: device.to_string(),
             ..RerankStats::default()
@@ -869,7 +889,7 @@ impl Matryoshka {
         };
         stats.plan = plan.to_string();
         stats.tokenize_ms = began.elapsed().as_secs_f64() * 1e3;
-        let (scores, traces) = self.execute(encoder, config, &encoded, n, &plan, &mut stats)?;
+        let (scores, traces) = self.execute(runner, &encoded, n, &plan, blend, &mut stats)?;
         Ok(RerankOutput {
             scores,
             traces,
@@ -921,11 +941,13 @@ impl Matryoshka {
     /// call, `n` in all), returning one score and one trace per document.
     fn execute(
         &self,
-        encoder: &PairEncoder,
-        config: &CrossEncoderConfig,
+        &Runner {
+            encoder, config, ..
+        }: &Runner<'_>,
         encoded: &EncodedDocs,
         n: usize,
         plan: &Plan,
+        blend: Option<PruneBlend<'_>>,
         stats: &mut RerankStats,
     ) -> Result<(Vec<RerankScore>, Vec<ExitTrace>), RerankError> {
         let unscored = RerankScore {
@@ -973,8 +995,16 @@ impl Matryoshka {
         for (i, &(step, target)) in steps.iter().enumerate() {
             if i > 0 {
                 let keep = step.keep.unwrap_or(usize::MAX).min(active.len());
+                // Survivors: the best on the exit score, or on its blend with the first stage.
+                let mut prune_score = step_score.clone();
+                if let Some(blend) = &blend {
+                    let exit: Vec<f32> = active.iter().map(|&d| step_score[d]).collect();
+                    for (&d, s) in active.iter().zip(blend.scores(&active, &exit)) {
+                        prune_score[d] = s;
+                    }
+                }
                 let mut ranked = active.clone();
-                ranked.sort_by(|&a, &b| step_score[b].total_cmp(&step_score[a]).then(a.cmp(&b)));
+                ranked.sort_by(|&a, &b| prune_score[b].total_cmp(&prune_score[a]).then(a.cmp(&b)));
                 for &d in &ranked[keep..] {
                     traces[d].pruned_at = Some(previous_layer);
                     for p in encoded.windows[d].clone() {
@@ -1267,6 +1297,7 @@ mod tests {
             max_length: 256,
             query_cap: 64,
             hidden_size: 8,
+            max_windows: None,
             token_type_ids: None,
             exits: Vec::new(),
             segments: exits

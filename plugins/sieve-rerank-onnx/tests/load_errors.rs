@@ -127,7 +127,7 @@ fn configurations_that_cannot_work() {
     assert_mentions(&message, &["max_length 60", "no room for the document"]);
 
     let config = CrossEncoderConfig {
-        max_windows: 0,
+        max_windows: Some(0),
         ..CrossEncoderConfig::default()
     };
     assert_mentions(&load_error(&lexical_dir(), config), &["max_windows"]);

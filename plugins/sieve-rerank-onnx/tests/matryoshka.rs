@@ -5,8 +5,8 @@
 mod toy;
 
 use sieve_core::{
-    Budget, CascadeStep, ExitTrace, RerankDoc, RerankError, RerankOutput, RerankScore, Reranker,
-    sigmoid,
+    Budget, CascadeStep, ExitTrace, PruneBlend, RerankDoc, RerankError, RerankOutput, RerankScore,
+    Reranker, sigmoid,
 };
 use sieve_rerank_onnx::{
     CrossEncoder, CrossEncoderConfig, Plan, PlanStep, Precision, cascade_order,
@@ -393,6 +393,78 @@ fn a_cascade_keeps_exactly_the_top_survivors_and_never_recomputes() {
 }
 
 #[test]
+fn a_blended_cascade_keeps_the_top_survivors_of_the_blend() {
+    let encoder = open_toy(CrossEncoderConfig::default());
+    let texts = doc_texts();
+    let docs = as_docs(&texts);
+    let full = run(&encoder, &Budget::Default);
+    // A first stage that disagrees with the model: it prefers the later documents.
+    let first_stage: Vec<f32> = (0..docs.len()).map(|d| d as f32 * 0.5).collect();
+    let budget = parse("10@2,5@4,2@6");
+    let blended = |weight: f32| {
+        encoder
+            .rerank_blended(
+                QUERY,
+                &docs,
+                &budget,
+                PruneBlend {
+                    first_stage: &first_stage,
+                    weight,
+                },
+            )
+            .expect("blended cascade")
+    };
+    let survivors = |out: &RerankOutput, layer: u32| -> Vec<usize> {
+        (0..docs.len())
+            .filter(|&d| out.traces[d].exits.iter().any(|e| e.layer == layer))
+            .collect()
+    };
+    for weight in [0.0, 0.3, 1.0] {
+        let out = blended(weight);
+        let blend = PruneBlend {
+            first_stage: &first_stage,
+            weight,
+        };
+        let step1: Vec<usize> = (0..10).collect();
+        let by_blend = |members: &[usize], layer: u32, keep: usize| {
+            let exit: Vec<f32> = members
+                .iter()
+                .map(|&d| trace_raw(&full, d, layer, 8))
+                .collect();
+            let score = blend.scores(members, &exit);
+            top(members, keep, |d| {
+                score[members.iter().position(|&m| m == d).unwrap()]
+            })
+        };
+        let step2 = by_blend(&step1, 2, 5);
+        let step3 = by_blend(&step2, 4, 2);
+        assert_eq!(survivors(&out, 4), step2, "weight {weight}: after layer 2");
+        assert_eq!(survivors(&out, 6), step3, "weight {weight}: after layer 4");
+        if weight == 0.0 {
+            assert_eq!(step2, [5, 6, 7, 8, 9], "the first stage alone decides");
+        }
+    }
+    // Weight 1 is the plain cascade; scores of the survivors are unchanged by the blend.
+    let plain = run(&encoder, &budget);
+    let one = blended(1.0);
+    assert_eq!(survivors(&plain, 6), survivors(&one, 6));
+    for d in survivors(&one, 6) {
+        assert!(close(plain.scores[d].raw, one.scores[d].raw, 1e-6));
+    }
+    // A wrong number of first-stage scores is refused.
+    let short = encoder.rerank_blended(
+        QUERY,
+        &docs,
+        &budget,
+        PruneBlend {
+            first_stage: &first_stage[..3],
+            weight: 0.5,
+        },
+    );
+    assert_mentions(&invalid(short), &["first-stage scores"]);
+}
+
+#[test]
 fn a_cascade_runs_intermediate_segments_and_caps_keep_at_the_candidates() {
     let encoder = open_toy(CrossEncoderConfig::default());
     // 100 > 12 documents: all enter; the second step skips exit 4 but must run segment 2.
@@ -541,6 +613,87 @@ fn manifest_profiles_default_profile_and_blend() {
     assert_eq!(
         out.traces.iter().filter(|t| t.pruned_at == Some(0)).count(),
         6
+    );
+}
+
+#[test]
+fn profiles_given_in_the_config_replace_and_add_to_the_manifests() {
+    let dir = temp_toy();
+    edit_manifest(dir.path(), |m| {
+        m["profiles"] = serde_json::json!({"fast": "2:4", "mine": "4:4"});
+    });
+    let config = CrossEncoderConfig {
+        profiles: [
+            ("fast".to_string(), "4:8".to_string()),
+            ("quick".to_string(), "8@2,2@4".to_string()),
+        ]
+        .into(),
+        default_profile: Some("quick".into()),
+        ..CrossEncoderConfig::default()
+    };
+    let encoder = open_at(dir.path(), config);
+    let resolve = |b: &Budget| encoder.resolve_budget(b).expect("resolve").to_string();
+    assert_eq!(resolve(&Budget::Profile("fast".into())), "4:8", "replaced");
+    assert_eq!(resolve(&Budget::Profile("mine".into())), "4:4", "kept");
+    assert_eq!(
+        resolve(&Budget::Default),
+        "8@2:8,2@4:8",
+        "the given default"
+    );
+    let out = run(&encoder, &Budget::Default);
+    assert_eq!(out.stats.plan, "8@2:8,2@4:8");
+
+    // A bad given profile or default is refused at load time, naming the model.
+    for (profiles, default) in [
+        (vec![("deep", "9:8")], None),
+        (vec![("odd", "fast")], None),
+        (vec![], Some("nowhere")),
+    ] {
+        let config = CrossEncoderConfig {
+            profiles: profiles
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            default_profile: default.map(str::to_string),
+            ..CrossEncoderConfig::default()
+        };
+        let message = load_error(dir.path(), config);
+        assert_mentions(&message, &["profiles given for", "matryoshka.json"]);
+    }
+}
+
+#[test]
+fn the_manifest_sets_how_many_windows_a_long_document_gets() {
+    let texts = doc_texts();
+    let docs = as_docs(&texts);
+    let windows = |encoder: &CrossEncoder| -> usize {
+        encoder
+            .window_lengths(QUERY, &docs)
+            .expect("windows")
+            .iter()
+            .map(Vec::len)
+            .sum()
+    };
+    let default = windows(&open_toy(CrossEncoderConfig::default()));
+    assert!(default > docs.len(), "long documents get several windows");
+
+    let dir = temp_toy();
+    edit_manifest(dir.path(), |m| m["max_windows"] = 1.into());
+    let truncating = open_at(dir.path(), CrossEncoderConfig::default());
+    assert_eq!(windows(&truncating), docs.len(), "one window per document");
+    let overridden = open_at(
+        dir.path(),
+        CrossEncoderConfig {
+            max_windows: Some(8),
+            ..CrossEncoderConfig::default()
+        },
+    );
+    assert_eq!(windows(&overridden), default, "the caller's setting wins");
+
+    edit_manifest(dir.path(), |m| m["max_windows"] = 0.into());
+    assert_mentions(
+        &load_error(dir.path(), CrossEncoderConfig::default()),
+        &["max_windows"],
     );
 }
 

@@ -345,7 +345,7 @@ fn windows_find_query_words_anywhere_and_beat_truncation() {
     let truncating = open(
         &lexical_dir(),
         CrossEncoderConfig {
-            max_windows: 1,
+            max_windows: Some(1),
             ..CrossEncoderConfig::default()
         },
     );
@@ -366,7 +366,7 @@ fn windows_find_query_words_anywhere_and_beat_truncation() {
     let capped = open(
         &lexical_dir(),
         CrossEncoderConfig {
-            max_windows: 2,
+            max_windows: Some(2),
             ..CrossEncoderConfig::default()
         },
     );
