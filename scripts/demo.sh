@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the bundled sample: set up, build sieve (release), index the sample corpus
 # (examples/sample/corpus.parquet, 120 documents written for the project), and search it, with
-# and without the rerank stage (sieve's own cross-encoder, models/sieve-ce-minilm-l6-2dm).
+# and without the rerank stage (sieve's own late-joined reranker, models/sieve-ce-minilm-l6-lj,
+# reading the document states the index stores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -23,8 +24,8 @@ echo "== sieve search $INDEX \"why does bread dough rise\" --rerank --k 5 --expl
 $SIEVE search "$INDEX" "why does bread dough rise" --rerank --k 5 --explain
 
 echo
-echo "== sieve search $INDEX \"why does bread dough rise\" --rerank --cascade 50@2,10@6 --k 5 --explain"
-$SIEVE search "$INDEX" "why does bread dough rise" --rerank --cascade 50@2,10@6 --k 5 --explain
+echo "== sieve search $INDEX \"why does bread dough rise\" --rerank --cascade 50@6,10@8 --k 5 --explain"
+$SIEVE search "$INDEX" "why does bread dough rise" --rerank --cascade 50@6,10@8 --k 5 --explain
 
 echo
 echo "== sieve search $INDEX \"can an RNA shot rewrite my genes\" --fusion weighted:0.7 --k 3 --json"

@@ -55,6 +55,11 @@ fn manifest_records_what_was_built() {
     );
     assert_eq!(manifest["analyzer"]["stemmer"], "english");
     assert_eq!(manifest["dense"]["hnsw"]["m"], 16);
+    // The bundled reranker is late-joined: its document states are stored, 64 bytes a token.
+    let states = &manifest["rerank_states"];
+    assert_eq!(states["bytes_per_token"], 64, "{manifest}");
+    assert_eq!(states["rank"], 60);
+    assert!(states["tokens"].as_u64().unwrap() > 120 * 50);
 }
 
 #[test]
@@ -881,21 +886,59 @@ fn the_bundled_reranker_runs_by_default_on_the_sample() {
         rerank["model"]
             .as_str()
             .unwrap()
-            .contains("sieve-ce-minilm-l6-2dm"),
+            .contains("sieve-ce-minilm-l6-lj"),
         "{rerank}"
     );
-    assert_eq!(rerank["stats"]["segments"].as_array().unwrap().len(), 3);
+    // Towers, block 7, block 8; the sample index stores the document states (`sieve index`
+    // does by default for the bundled late-joined reranker), so the document tower never runs.
+    let segments = rerank["stats"]["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 3, "{rerank}");
+    assert_eq!(segments[0]["pairs"], 0, "states come from the index: {rerank}");
+    assert_eq!(segments[1]["pairs"], 20);
     assert!(rerank["blend"].is_number(), "{rerank}");
     let hits = response["hits"].as_array().unwrap();
     assert_eq!(hits.len(), 5);
     for hit in hits {
         let p = hit["rerank"]["calibrated"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&p), "{hit}");
-        assert_eq!(hit["exits"]["exits"].as_array().unwrap().len(), 6);
+        // exits 6 (the towers), 7 and 8, three widths each
+        assert_eq!(hit["exits"]["exits"].as_array().unwrap().len(), 9);
     }
-    // The cheapest profile stops after layer 2: one segment runs.
+    // The cheapest profile is the towers' cosine: no joint block runs.
     let fast = search_json(&["bread", "--rerank", "--budget", "fast", "--window", "10"]);
     let segments = fast["rerank"]["stats"]["segments"].as_array().unwrap();
     assert_eq!(segments.len(), 1, "{fast}");
-    assert_eq!(segments[0]["exit_layer"], 2);
+    assert_eq!(segments[0]["exit_layer"], 6);
+    // Without stored states (another index, built with --rerank-states off) the scores are the
+    // same: the reranker computes the states itself.
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    let output = run_sieve(&[
+        "index",
+        sample_corpus().to_str().unwrap(),
+        "--out",
+        plain.to_str().unwrap(),
+        "--rerank-states",
+        "off",
+    ]);
+    assert!(output.status.success(), "{}", texts(&output).1);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(plain.join("manifest.json")).unwrap()).unwrap();
+    assert!(manifest["rerank_states"].is_null());
+    let args = ["why does bread dough rise", "--rerank", "--window", "20", "-k", "5", "--json"];
+    let mut all = vec!["search", plain.to_str().unwrap()];
+    all.extend_from_slice(&args);
+    let output = run_sieve(&all);
+    assert!(output.status.success(), "{}", texts(&output).1);
+    let computed: serde_json::Value = serde_json::from_str(&texts(&output).0).unwrap();
+    assert_eq!(computed["rerank"]["stats"]["segments"][0]["pairs"], 20);
+    let scores = |r: &serde_json::Value| -> Vec<(String, f64)> {
+        r["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["id"].as_str().unwrap().to_string(), h["rerank"]["raw"].as_f64().unwrap()))
+            .collect()
+    };
+    assert_eq!(scores(&computed), scores(&response));
 }

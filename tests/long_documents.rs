@@ -28,7 +28,7 @@ fn accuracy(encoder: &CrossEncoder, cases: &[(String, Vec<String>)]) -> f64 {
     for (query, candidates) in cases {
         let docs: Vec<RerankDoc<'_>> = candidates
             .iter()
-            .map(|text| RerankDoc { title: "", text })
+            .map(|text| RerankDoc::new("", text))
             .collect();
         let scores = encoder.rerank(query, &docs).unwrap().scores;
         // Candidate 0 is the answer-bearing one; ties count as failures.

@@ -118,9 +118,9 @@ fn rerank_with_the_bundled_model(
     qrels: &Qrels,
     spec: &MetricSpec,
 ) {
-    let model = repo_root().join("models/sieve-ce-minilm-l6-2dm");
+    let model = repo_root().join("models/sieve-ce-minilm-l6-lj");
     assert!(
-        model.join("matryoshka.json").is_file(),
+        model.join("late_joined.json").is_file(),
         "the bundled reranker ships with the repository"
     );
     let (qid, text) = &queries[0];
@@ -142,9 +142,12 @@ fn rerank_with_the_bundled_model(
         rerank["blend"].is_number(),
         "the manifest's blend applies: {rerank}"
     );
-    assert!(rerank["stats"]["segments"].as_array().unwrap().len() == 3);
+    // towers + two joint blocks; the index stores the document states, so no tower runs on them
+    let segments = rerank["stats"]["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 3, "{rerank}");
+    assert_eq!(segments[0]["pairs"], 0, "{rerank}");
     let hit = &response["hits"][0];
-    assert_eq!(hit["exits"]["exits"].as_array().unwrap().len(), 6, "{hit}");
+    assert_eq!(hit["exits"]["exits"].as_array().unwrap().len(), 9, "{hit}");
     let p = hit["rerank"]["calibrated"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&p));
     println!("query {qid}: top hit {} (p = {p:.3})", hit["id"]);
@@ -185,12 +188,12 @@ fn rerank_with_the_bundled_model(
     println!(
         "SciFact test, 40 queries, hybrid top-30: fused {fused:.4}, reranked (pure) {pure:.4}, blended {blended:.4}"
     );
-    assert!(pure > PURE_RERANK_FLOOR, "pure rerank nDCG@10 {pure}");
-    assert!(blended > fused - 0.04, "blended {blended} vs fused {fused}");
+    assert!(pure > fused + PURE_RERANK_MARGIN, "pure rerank nDCG@10 {pure} vs fused {fused}");
+    assert!(blended > fused, "blended {blended} vs fused {fused}");
 }
 
-/// The pure reranker's nDCG@10 on the 40-query check must clear this. The shipped CPU-trained
-/// model scores ~0.51 (2026-11-23, documents truncated as in training) where a random order of the hybrid top-30 scores ~0.15: a broken export or
-/// pair encoding falls to random. (The model is weak: the blend keeps the default within a hair of
-/// the fused order, which the second assertion checks.)
-const PURE_RERANK_FLOOR: f64 = 0.22;
+/// The pure reranker must beat the fused order it reranks by this much on the 40-query check: the
+/// shipped late-joined model was trained to add to the bi-encoder (see models/recipe), and a broken
+/// export, codec or state store falls to the bi-encoder's own order (below the fused one) or to
+/// random.
+const PURE_RERANK_MARGIN: f64 = 0.0;

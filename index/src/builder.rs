@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use sieve_embed::{BiEncoder, EmbedderConfig};
+use sieve_embed::{BiEncoder, EmbedderConfig, StateCodec};
 
 use crate::bm25::{AnalyzerConfig, Bm25Writer, TANTIVY_BM25};
 use crate::dense::{self, HnswParams};
 use crate::docstore::{DocStoreWriter, StoredDoc};
 use crate::ingest::{self, ColumnMapping};
+use crate::states::{RerankStatesInfo, StateStoreWriter};
 use crate::manifest::{
     BuildInfo, Counts, DenseInfo, MANIFEST_FILE, Manifest, ModelInfo, Models, Source, SourceFile,
 };
@@ -53,6 +54,10 @@ pub struct BuildOptions {
     pub threads: usize,
     /// Parquet rows per record batch.
     pub batch_rows: usize,
+    /// A late-joined reranker's state codec (`state_codec.bin`): when set, every document's
+    /// token states are compressed with it and stored ([`crate::states`]), so reranking never
+    /// runs the document tower at query time. The codec must fit the embedder's dimension.
+    pub rerank_codec: Option<PathBuf>,
 }
 
 impl BuildOptions {
@@ -66,6 +71,7 @@ impl BuildOptions {
             hnsw: HnswParams::default(),
             threads: sieve_onnx::available_cores(),
             batch_rows: 1024,
+            rerank_codec: None,
         }
     }
 }
@@ -129,6 +135,22 @@ impl IndexBuilder {
             &opts.embedder_model,
             opts.embedder.clone(),
         )?);
+        let codec = match &opts.rerank_codec {
+            Some(path) => {
+                let codec = StateCodec::open(path)?;
+                if codec.dim() != encoder.dim() {
+                    return Err(IndexError::InvalidSetting(format!(
+                        "state codec {} is for {}-d states, but the embedder {} gives {}-d ones",
+                        path.display(),
+                        codec.dim(),
+                        opts.embedder_model.display(),
+                        encoder.dim()
+                    )));
+                }
+                Some(codec)
+            }
+            None => None,
+        };
 
         // Phase 1: read Parquet, check ids, fill the doc store and BM25.
         let phase = Instant::now();
@@ -161,9 +183,12 @@ impl IndexBuilder {
                     }
                     seen.insert(doc.id.clone(), (file_index, doc.row));
                     bm25.add(ordinal, &doc.title, &doc.text)?;
-                    match doc.vector {
-                        Some(v) => column_vectors.push(v),
-                        None => embed_inputs.push(embedding_input(&doc.title, &doc.text)),
+                    let from_column = doc.vector.is_some();
+                    if let Some(v) = doc.vector {
+                        column_vectors.push(v);
+                    }
+                    if !from_column || codec.is_some() {
+                        embed_inputs.push(sieve_embed::document_text(&doc.title, &doc.text));
                     }
                     store.append(&StoredDoc {
                         id: doc.id,
@@ -220,15 +245,52 @@ impl IndexBuilder {
             progress.start("embed", embed_inputs.len() as u64);
             let mut vectors = Vec::with_capacity(embed_inputs.len());
             // Chunks bound the tokenizer's memory; inside a chunk texts are length-sorted.
-            for chunk in embed_inputs.chunks(4096) {
-                let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-                vectors.extend(
-                    encoder.embed_with_progress(&refs, &mut |n| progress.advance(n as u64))?,
-                );
+            // With rerank states the same pass keeps every token's state (smaller chunks: the
+            // states are held until compressed).
+            if codec.is_none() {
+                for chunk in embed_inputs.chunks(4096) {
+                    let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                    vectors.extend(
+                        encoder.embed_with_progress(&refs, &mut |n| progress.advance(n as u64))?,
+                    );
+                }
             }
             progress.finish();
             phases.push(("embed".to_string(), phase.elapsed().as_secs_f64()));
             (vectors, "embedder".to_string())
+        };
+        let mut vectors = vectors;
+        let rerank_states = match &codec {
+            Some(codec) => {
+                let phase = Instant::now();
+                let label = if vectors.is_empty() { "embed + rerank states" } else { "rerank states" };
+                progress.start(label, embed_inputs.len() as u64);
+                let keep_vectors = vectors.is_empty();
+                let mut writer = StateStoreWriter::create(dir)?;
+                for chunk in embed_inputs.chunks(256) {
+                    let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                    for states in
+                        encoder.embed_token_states(&refs, None, &mut |n| progress.advance(n as u64))?
+                    {
+                        writer.append(&codec.encode(&states)?)?;
+                        if keep_vectors {
+                            vectors.push(states.vector);
+                        }
+                    }
+                }
+                let (_, tokens, bytes) = writer.finish()?;
+                progress.finish();
+                phases.push((label.to_string(), phase.elapsed().as_secs_f64()));
+                Some(RerankStatesInfo {
+                    codec: absolute(codec.path()),
+                    codec_sha256: codec.id().to_string(),
+                    rank: codec.rank(),
+                    tokens,
+                    bytes,
+                    bytes_per_token: codec.rank() + 4,
+                })
+            }
+            None => None,
         };
         drop(embed_inputs);
 
@@ -284,20 +346,13 @@ impl IndexBuilder {
                 phases,
                 threads: opts.threads,
             },
+            rerank_states,
         };
         manifest.save(dir)?;
         Ok(manifest)
     }
 }
 
-/// What the bi-encoder embeds for a document: title and text, as BEIR does.
-pub fn embedding_input(title: &str, text: &str) -> String {
-    if title.is_empty() {
-        text.to_string()
-    } else {
-        format!("{title} {text}")
-    }
-}
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())

@@ -23,6 +23,7 @@ mod error;
 pub mod ingest;
 pub mod jsonl;
 pub mod manifest;
+pub mod states;
 mod reader;
 
 pub use builder::{BuildOptions, BuildReport, IndexBuilder, NoProgress, Progress};

@@ -33,6 +33,9 @@ pub struct Manifest {
     pub dense: DenseInfo,
     /// How the build went.
     pub build: BuildInfo,
+    /// The rerank state store, when the index has one (`sieve index --rerank-states`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerank_states: Option<crate::states::RerankStatesInfo>,
 }
 
 /// Document and vector counts.

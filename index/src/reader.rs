@@ -7,6 +7,7 @@ use crate::bm25::Bm25Index;
 use crate::dense::DenseIndex;
 use crate::docstore::DocStore;
 use crate::manifest::Manifest;
+use crate::states::StateStore;
 
 /// An opened index: manifest, BM25, dense graph and document store. `Send + Sync`.
 pub struct SieveIndex {
@@ -18,6 +19,8 @@ pub struct SieveIndex {
     pub dense: DenseIndex,
     /// The document store.
     pub docs: DocStore,
+    /// The rerank state store, if the index has one.
+    pub states: Option<StateStore>,
     path: PathBuf,
 }
 
@@ -44,11 +47,16 @@ impl SieveIndex {
             documents,
             &manifest.dense.hnsw,
         )?;
+        let states = match &manifest.rerank_states {
+            Some(info) => Some(StateStore::open(dir, documents, info.clone())?),
+            None => None,
+        };
         Ok(Self {
             manifest,
             bm25,
             dense,
             docs,
+            states,
             path: dir.to_path_buf(),
         })
     }

@@ -119,7 +119,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     let texts = load_sample_docs(&corpus)?;
     let docs: Vec<RerankDoc<'_>> = texts
         .iter()
-        .map(|(title, text)| RerankDoc { title, text })
+        .map(|(title, text)| RerankDoc::new(title, text))
         .collect();
 
     let table = if args.reuse {

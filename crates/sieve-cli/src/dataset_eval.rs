@@ -62,6 +62,9 @@ pub struct RerankEval {
     /// its scores are that head's, its time the first stage + tokenizing + the segments up to
     /// its exit, as measured in that same pass.
     pub every_exit: bool,
+    /// The reranker's model directory when it is a late-joined model: indexes the eval builds
+    /// then store its document states.
+    pub late_joined_dir: Option<PathBuf>,
 }
 
 /// What `sieve eval --dataset` was asked to do.
@@ -150,9 +153,12 @@ struct CacheStamp {
     corpus_bytes: u64,
     corpus_modified_unix: u64,
     embedder: PathBuf,
+    /// The state codec the index stores rerank states with (its file), if any.
+    #[serde(default)]
+    rerank_codec: Option<PathBuf>,
 }
 
-fn stamp_for(corpus: &Path, embedder: &Path) -> Result<CacheStamp> {
+fn stamp_for(corpus: &Path, embedder: &Path, codec: Option<&Path>) -> Result<CacheStamp> {
     let meta =
         std::fs::metadata(corpus).with_context(|| format!("cannot read {}", corpus.display()))?;
     let modified = meta
@@ -166,6 +172,7 @@ fn stamp_for(corpus: &Path, embedder: &Path) -> Result<CacheStamp> {
         corpus_bytes: meta.len(),
         corpus_modified_unix: modified,
         embedder: std::path::absolute(embedder)?,
+        rerank_codec: codec.map(std::path::absolute).transpose()?,
     })
 }
 
@@ -228,6 +235,9 @@ pub struct QueryCandidates {
     pub qid: String,
     pub query: String,
     pub candidates: Vec<(sieve_index::docstore::StoredDoc, f32)>,
+    /// The candidates' stored rerank states (the index's state store, when it was made with the
+    /// reranker's codec); empty when there are none, and then [`rerank_stages`] computes them.
+    pub states: Vec<sieve::DocStates>,
     /// What the first stage cost for this query (0 for a given run file).
     pub first_stage_ms: f64,
 }
@@ -290,6 +300,63 @@ impl StageWriter<'_> {
     }
 }
 
+/// The rerank states of every list's window, once per document: the lists' stored ones where they
+/// have them, else computed by the reranker (one tower pass over each distinct document), else
+/// none (rerankers that read no states).
+fn document_states(
+    rerank: &RerankEval,
+    lists: &[QueryCandidates],
+    bars: &Bars,
+) -> Result<Vec<Vec<sieve::DocStates>>> {
+    let window = |l: &QueryCandidates| rerank.window.min(l.candidates.len());
+    if rerank.reranker.state_codec_id().is_none()
+        || lists.iter().all(|l| l.states.len() >= window(l))
+    {
+        return Ok(lists.iter().map(|l| l.states.clone()).collect());
+    }
+    let mut distinct: std::collections::HashMap<&str, usize> = Default::default();
+    let mut docs: Vec<&sieve_index::docstore::StoredDoc> = Vec::new();
+    for list in lists.iter().filter(|l| l.states.len() < window(l)) {
+        for (doc, _) in &list.candidates[..window(list)] {
+            distinct.entry(doc.id.as_str()).or_insert_with(|| {
+                docs.push(doc);
+                docs.len() - 1
+            });
+        }
+    }
+    bars.start("document states", docs.len() as u64);
+    let mut computed = Vec::with_capacity(docs.len());
+    for chunk in docs.chunks(256) {
+        let batch: Vec<RerankDoc<'_>> = chunk
+            .iter()
+            .map(|d| RerankDoc::new(&d.title, &d.text))
+            .collect();
+        let states = rerank
+            .reranker
+            .document_states(&batch)
+            .context("computing document states for the rerank stage")?
+            .unwrap_or_default();
+        computed.extend(states);
+        bars.advance(chunk.len() as u64);
+    }
+    bars.finish();
+    if computed.len() != docs.len() {
+        return Ok(lists.iter().map(|l| l.states.clone()).collect());
+    }
+    Ok(lists
+        .iter()
+        .map(|l| {
+            if l.states.len() >= window(l) {
+                return l.states.clone();
+            }
+            l.candidates[..window(l)]
+                .iter()
+                .map(|(d, _)| computed[distinct[d.id.as_str()]].clone())
+                .collect()
+        })
+        .collect())
+}
+
 /// Reranks every query's candidates (its first `window`) once per budget; the rest of each list
 /// follows in first-stage order. Returns a pure row per budget and, when the blend resolves to
 /// a weight, a blended row beside it (same model calls, so the same cost).
@@ -303,15 +370,13 @@ pub fn rerank_stages(
     // Warm up (session initialisation must not count against the first query).
     if let Some(first) = lists.iter().find(|l| !l.candidates.is_empty()) {
         let (doc, _) = &first.candidates[0];
-        let warm = [RerankDoc {
-            title: &doc.title,
-            text: &doc.text,
-        }];
+        let warm = [RerankDoc::new(&doc.title, &doc.text)];
         rerank
             .reranker
             .rerank(&first.query, &warm)
             .context("reranker warm-up failed")?;
     }
+    let states = document_states(rerank, lists, bars)?;
     let mut reports = Vec::new();
     for budget in &rerank.budgets {
         let label = format!("rerank {budget}");
@@ -322,13 +387,14 @@ pub fn rerank_stages(
         // (layer, width) -> (run, end-to-end ms, rerank-only ms), from this budget's pass.
         let mut heads: std::collections::BTreeMap<(u32, u32), HeadRows> = Default::default();
         let mut plans: std::collections::BTreeSet<String> = Default::default();
-        for list in lists {
+        for (list, list_states) in lists.iter().zip(&states) {
             let window = rerank.window.min(list.candidates.len());
             let docs: Vec<RerankDoc<'_>> = list.candidates[..window]
                 .iter()
-                .map(|(d, _)| RerankDoc {
-                    title: &d.title,
-                    text: &d.text,
+                .enumerate()
+                .map(|(i, (d, _))| RerankDoc {
+                    states: list_states.get(i),
+                    ..RerankDoc::new(&d.title, &d.text)
                 })
                 .collect();
             let started = Instant::now();
@@ -559,6 +625,7 @@ fn given_run_candidates(
                 .into_iter()
                 .filter_map(|(id, score)| Some((wanted.get(&id)?.clone()?, score)))
                 .collect(),
+            states: Vec::new(),
             first_stage_ms: 0.0,
         })
         .collect();
@@ -573,7 +640,12 @@ fn ensure_index(job: &DatasetEval, name: &str, bars: &Bars) -> Result<PathBuf> {
         .index_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(".sieve/eval-cache").join(name));
-    let stamp = stamp_for(&corpus, &model)?;
+    // A late-joined reranker's states go into the index, when its towers are this embedder.
+    let codec = match job.rerank.as_ref().and_then(|r| r.late_joined_dir.as_deref()) {
+        Some(dir) => crate::paths::rerank_codec(&dir.to_string_lossy(), &model).ok().flatten(),
+        None => None,
+    };
+    let stamp = stamp_for(&corpus, &model, codec.as_deref())?;
     let stamp_path = index_dir.join("eval-stamp.json");
     let cached = Manifest::load(&index_dir).is_ok()
         && std::fs::read(&stamp_path)
@@ -622,6 +694,7 @@ fn ensure_index(job: &DatasetEval, name: &str, bars: &Bars) -> Result<PathBuf> {
     }
     let mut options = BuildOptions::new(model);
     options.mapping.title = Some("title".into());
+    options.rerank_codec = codec;
     IndexBuilder::new(options).build(&[corpus], &index_dir, bars)?;
     std::fs::write(&stamp_path, serde_json::to_vec_pretty(&stamp)?)?;
     Ok(index_dir)
@@ -738,10 +811,19 @@ pub fn run(job: DatasetEval) -> Result<()> {
                         kept.push((doc, candidate.score));
                     }
                     if mode == Mode::Hybrid && wants_rerank {
+                        let states = match &job.rerank {
+                            Some(r) => sieve::stored_states(
+                                engine.index(),
+                                r.reranker.as_ref(),
+                                stage.fused.iter().take(job.depth.min(r.window)).map(|c| c.doc),
+                            )?,
+                            None => Vec::new(),
+                        };
                         hybrid_lists.push(QueryCandidates {
                             qid: qid.clone(),
                             query: text.clone(),
                             candidates: kept,
+                            states,
                             first_stage_ms: ms,
                         });
                     }

@@ -124,8 +124,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 .iter()
                 .map(|b| sieve::Budget::parse(b).map_err(|e| anyhow::anyhow!("--budget: {e}")))
                 .collect::<Result<Vec<_>>>()?;
+            let reranker = args.reranker.load()?;
+            let late_joined = reranker.is_late_joined().then(|| reranker.model_dir().to_path_buf());
             Some(RerankEval {
-                reranker: args.reranker.load()?,
+                late_joined_dir: late_joined,
+                reranker,
                 window: args.window,
                 budgets,
                 blend: parse_blend(&args.blend)?,

@@ -57,6 +57,11 @@ pub struct IndexArgs {
     /// HNSW default search-time candidate list size.
     #[arg(long, default_value_t = 128)]
     ef_search: usize,
+    /// Store each document's token states for a late-joined reranker, so that reranking never
+    /// runs the document tower: `auto` (the default reranker's codec, when it is late-joined and
+    /// built on --model), `off`, or a reranker directory.
+    #[arg(long, default_value = "auto")]
+    rerank_states: String,
     /// Threads [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
@@ -83,7 +88,9 @@ pub fn run(args: IndexArgs) -> Result<()> {
                 .then(|| "title".to_string())
         }
     };
+    let rerank_codec = crate::paths::rerank_codec(&args.rerank_states, &model)?;
     let mut options = BuildOptions::new(model);
+    options.rerank_codec = rerank_codec;
     options.mapping = ColumnMapping {
         id: args.id_col,
         text: args.text_col,

@@ -18,7 +18,7 @@ pub fn embedder_model(explicit: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// The default reranker model directory, relative to the repository root.
-pub const DEFAULT_RERANKER: &str = "models/sieve-ce-minilm-l6-2dm";
+pub const DEFAULT_RERANKER: &str = "models/sieve-ce-minilm-l6-lj";
 
 /// Resolves the cross-encoder model directory: the user's choice, else `$SIEVE_RERANKER_DIR`,
 /// else the bundled default.
@@ -36,6 +36,45 @@ pub fn reranker_model(explicit: Option<&Path>) -> Result<PathBuf> {
              SIEVE_RERANKER_DIR"
         )
     })
+}
+
+/// The state codec `sieve index` stores rerank states with. `off`: none. `auto`: the default
+/// reranker's (`$SIEVE_RERANKER_DIR` or the bundled one) when it is a late-joined model whose
+/// towers are this embedder, else none. A directory: that reranker's, which must be late-joined
+/// and built on this embedder.
+pub fn rerank_codec(choice: &str, embedder_model: &Path) -> Result<Option<PathBuf>> {
+    let (dir, explicit) = match choice {
+        "off" | "none" => return Ok(None),
+        "auto" => match reranker_model(None) {
+            Ok(dir) => (dir, false),
+            Err(_) => return Ok(None),
+        },
+        dir => (PathBuf::from(dir), true),
+    };
+    let Some((codec, tower_sha)) = sieve_rerank_onnx::state_codec_of(&dir)? else {
+        if explicit {
+            bail!(
+                "--rerank-states {}: not a late-joined reranker (no {})",
+                dir.display(),
+                sieve_rerank_onnx::LATE_JOINED_FILE
+            );
+        }
+        return Ok(None);
+    };
+    let onnx = sieve_embed::find_onnx_model(embedder_model)?;
+    let sha = sieve_embed::sha256_file(&onnx)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", onnx.display()))?;
+    if sha != tower_sha {
+        if explicit {
+            bail!(
+                "--rerank-states {}: its towers are the bi-encoder with sha256 {tower_sha}, but                  this index embeds with {} (sha256 {sha}); its states would not fit",
+                dir.display(),
+                onnx.display()
+            );
+        }
+        return Ok(None);
+    }
+    Ok(Some(codec))
 }
 
 /// An explicit path (which must exist), else the environment variable, else the bundled

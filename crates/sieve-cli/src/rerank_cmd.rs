@@ -86,7 +86,7 @@ pub fn run(mut args: RerankArgs) -> Result<()> {
     let encoder = args.reranker.load()?;
     let inputs: Vec<RerankDoc<'_>> = docs
         .iter()
-        .map(|(_, title, text)| RerankDoc { title, text })
+        .map(|(_, title, text)| RerankDoc::new(title, text))
         .collect();
     let started = std::time::Instant::now();
     let output = encoder.rerank_budgeted(&args.query, &inputs, &args.budget.budget()?)?;

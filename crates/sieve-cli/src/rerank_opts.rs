@@ -13,7 +13,7 @@ use sieve_rerank_onnx::{CrossEncoder, CrossEncoderConfig, Device, Precision, Win
 #[derive(Args, Clone)]
 pub struct RerankerArgs {
     /// Cross-encoder model directory (HF layout: model.onnx or onnx/*.onnx + tokenizer.json)
-    /// [default: models/sieve-ce-minilm-l6-2dm].
+    /// [default: models/sieve-ce-minilm-l6-lj].
     #[arg(long, value_name = "DIR")]
     pub reranker: Option<PathBuf>,
     /// Where the reranker runs: cpu, cuda or cuda:N (needs a build with --features cuda and the

@@ -8,6 +8,7 @@
 
 pub mod fusion;
 pub mod rerank;
+pub mod states;
 mod types;
 
 pub use fusion::{Fusion, FusionSpec, Rrf, WeightedFusion};
@@ -15,6 +16,7 @@ pub use rerank::{
     Budget, CascadeStep, ExitScore, ExitTrace, PruneBlend, RerankDoc, RerankError, RerankOutput,
     RerankScore, RerankStats, Reranker, SegmentTiming, min_max, sigmoid,
 };
+pub use states::{DocStates, StatesFormatError};
 pub use types::{Candidate, FusedCandidate, FusedList, RankedList, StageScore};
 
 /// An error from a first-stage retriever.

@@ -4,12 +4,27 @@ use serde::{Deserialize, Serialize};
 
 /// A document to rerank: title and body are passed separately so a model can encode them the
 /// way it was trained (typically `title + " " + text` as the second segment of the pair).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RerankDoc<'a> {
     /// Title, may be empty.
     pub title: &'a str,
     /// Body text, of any length (long documents are split into windows by the reranker).
     pub text: &'a str,
+    /// The document's precomputed states, when its index stores them for the reranker (see
+    /// [`Reranker::state_codec_id`]); rerankers that do not use states ignore them, and a
+    /// late-joined reranker computes them itself when absent.
+    pub states: Option<&'a crate::DocStates>,
+}
+
+impl<'a> RerankDoc<'a> {
+    /// A document without precomputed states.
+    pub fn new(title: &'a str, text: &'a str) -> Self {
+        Self {
+            title,
+            text,
+            states: None,
+        }
+    }
 }
 
 /// One document's rerank score.
@@ -168,6 +183,7 @@ fn parse_layer_width(s: &str) -> Result<(u32, Option<u32>), String> {
         ),
         None => None,
     };
+    // Layer 0 would collide with `ExitTrace::pruned_at == Some(0)` (never scored).
     if layer == 0 || width == Some(0) {
         return Err("layer and width must be at least 1".into());
     }
@@ -284,6 +300,24 @@ pub trait Reranker: Send + Sync {
     /// fitted on held-out data; `None` means use the reranker's order as is.
     fn recommended_blend(&self) -> Option<f32> {
         None
+    }
+
+    /// The identity (sha256) of the state codec whose [`DocStates`](crate::DocStates) this
+    /// reranker reads, or `None` when it reads none. An index stores states made with one codec;
+    /// callers pass them in [`RerankDoc::states`] only when the ids agree.
+    fn state_codec_id(&self) -> Option<String> {
+        None
+    }
+
+    /// Computes the [`DocStates`](crate::DocStates) this reranker reads for `docs` (what an index
+    /// would store), so that a caller reranking the same documents many times computes them once;
+    /// `None` for rerankers that read no states.
+    fn document_states(
+        &self,
+        docs: &[RerankDoc<'_>],
+    ) -> Result<Option<Vec<crate::DocStates>>, RerankError> {
+        let _ = docs;
+        Ok(None)
     }
 
     /// Scores `docs` under a [`Budget`]. Models without Matryoshka exits serve only

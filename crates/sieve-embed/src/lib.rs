@@ -10,6 +10,10 @@
 //! (not a fixed count), which keeps padding small; the session is created once and uses every
 //! core for its operators.
 
+mod codec;
+
+pub use codec::{StateCodec, sha256_file};
+
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -264,47 +268,105 @@ impl BiEncoder {
         texts: &[&str],
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let encoded = self.tokenize(texts, None)?;
+        Ok(self
+            .run_sorted(&encoded, false, progress)?
+            .into_iter()
+            .map(|t| t.vector)
+            .collect())
+    }
+
+    /// Embeds texts and keeps every token's last hidden state as well (what a late-joined
+    /// reranker reads: see `sieve-rerank-onnx`). `max_tokens` cuts each input to that many tokens
+    /// (special tokens included, the closing `[SEP]` kept) below the configured `max_length`. Needs
+    /// a graph that outputs per-token states (`last_hidden_state`), not a pooled one.
+    pub fn embed_token_states(
+        &self,
+        texts: &[&str],
+        max_tokens: Option<usize>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<TokenStates>, EmbedError> {
+        if self.pooled_output {
+            return Err(EmbedError::UnsupportedModel {
+                path: self.model_path.clone(),
+                message: format!(
+                    "output `{}` is already pooled; token states need a [batch, seq, dim] output",
+                    self.output
+                ),
+            });
+        }
+        let encoded = self.tokenize(texts, max_tokens)?;
+        self.run_sorted(&encoded, true, progress)
+    }
+
+    /// Token ids and attention masks of `texts`, cut to `max_tokens` when given.
+    fn tokenize(
+        &self,
+        texts: &[&str],
+        max_tokens: Option<usize>,
+    ) -> Result<Vec<(Vec<u32>, Vec<u32>)>, EmbedError> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| EmbedError::Run(format!("tokenization failed: {e}")))?;
-        let mut order: Vec<usize> = (0..encodings.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
+        Ok(encodings
+            .into_iter()
+            .map(|e| {
+                let (mut ids, mut mask) = (e.get_ids().to_vec(), e.get_attention_mask().to_vec());
+                if let Some(max) = max_tokens.filter(|&m| m >= 2 && ids.len() > m) {
+                    let last = ids[ids.len() - 1];
+                    ids.truncate(max - 1);
+                    ids.push(last);
+                    mask.truncate(max);
+                }
+                (ids, mask)
+            })
+            .collect())
+    }
 
-        let mut result: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+    /// Runs the model over tokenized texts, longest first in token-budgeted batches; results in
+    /// input order.
+    fn run_sorted(
+        &self,
+        encoded: &[(Vec<u32>, Vec<u32>)],
+        keep_states: bool,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<TokenStates>, EmbedError> {
+        let mut order: Vec<usize> = (0..encoded.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].0.len()));
+        let mut result: Vec<Option<TokenStates>> = (0..encoded.len()).map(|_| None).collect();
         let mut start = 0;
         while start < order.len() {
             // Sorted longest first, so the first text of a batch sets its padded length.
-            let longest = encodings[order[start]].get_ids().len().max(1);
+            let longest = encoded[order[start]].0.len().max(1);
             let fit = (self.config.batch_tokens / longest).clamp(1, self.config.max_batch.max(1));
             let end = (start + fit).min(order.len());
-            let batch: Vec<&tokenizers::Encoding> =
-                order[start..end].iter().map(|&i| &encodings[i]).collect();
-            let vectors = self.run_batch(&batch, longest)?;
-            for (slot, vector) in order[start..end].iter().zip(vectors) {
-                result[*slot] = vector;
+            let batch: Vec<&(Vec<u32>, Vec<u32>)> =
+                order[start..end].iter().map(|&i| &encoded[i]).collect();
+            let out = self.run_batch(&batch, longest, keep_states)?;
+            for (slot, item) in order[start..end].iter().zip(out) {
+                result[*slot] = Some(item);
             }
             progress(end - start);
             start = end;
         }
-        Ok(result)
+        result
+            .into_iter()
+            .map(|r| r.ok_or_else(|| EmbedError::Run("a text got no embedding".into())))
+            .collect()
     }
 
     fn run_batch(
         &self,
-        batch: &[&tokenizers::Encoding],
+        batch: &[&(Vec<u32>, Vec<u32>)],
         seq_len: usize,
-    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        keep_states: bool,
+    ) -> Result<Vec<TokenStates>, EmbedError> {
         let rows = batch.len();
         let mut ids = Array2::<i64>::zeros((rows, seq_len));
         let mut mask = Array2::<i64>::zeros((rows, seq_len));
-        for (r, enc) in batch.iter().enumerate() {
-            for (c, (&id, &m)) in enc
-                .get_ids()
-                .iter()
-                .zip(enc.get_attention_mask())
-                .enumerate()
-            {
+        for (r, (enc_ids, enc_mask)) in batch.iter().enumerate() {
+            for (c, (&id, &m)) in enc_ids.iter().zip(enc_mask).enumerate() {
                 ids[[r, c]] = i64::from(id);
                 mask[[r, c]] = i64::from(m);
             }
@@ -338,15 +400,19 @@ impl BiEncoder {
         let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
         let bad_shape = || EmbedError::Run(format!("unexpected output shape {shape:?}"));
 
-        let mut vectors = Vec::with_capacity(rows);
+        let mut out = Vec::with_capacity(rows);
         if self.pooled_output {
             if shape.len() != 2 || shape[0] != rows {
                 return Err(bad_shape());
             }
             for row in data.chunks_exact(shape[1]) {
-                let mut v = row.to_vec();
-                l2_normalise(&mut v);
-                vectors.push(v);
+                let mut vector = row.to_vec();
+                l2_normalise(&mut vector);
+                out.push(TokenStates {
+                    vector,
+                    states: Vec::new(),
+                    tokens: 0,
+                });
             }
         } else {
             if shape.len() != 3 || shape[0] != rows || shape[1] != seq_len {
@@ -355,22 +421,54 @@ impl BiEncoder {
             let dim = shape[2];
             for (r, tokens) in data.chunks_exact(seq_len * dim).enumerate() {
                 // Mean over the tokens the attention mask keeps.
-                let mut v = vec![0f32; dim];
+                let mut vector = vec![0f32; dim];
                 let mut count = 0usize;
                 for (t, token) in tokens.chunks_exact(dim).enumerate() {
                     if mask[[r, t]] == 0 {
                         continue;
                     }
                     count += 1;
-                    v.iter_mut().zip(token).for_each(|(acc, x)| *acc += x);
+                    vector.iter_mut().zip(token).for_each(|(acc, x)| *acc += x);
                 }
                 let count = count.max(1) as f32;
-                v.iter_mut().for_each(|x| *x /= count);
-                l2_normalise(&mut v);
-                vectors.push(v);
+                vector.iter_mut().for_each(|x| *x /= count);
+                l2_normalise(&mut vector);
+                let length = batch[r].0.len();
+                let states = if keep_states {
+                    tokens[..length * dim].to_vec()
+                } else {
+                    Vec::new()
+                };
+                out.push(TokenStates {
+                    vector,
+                    states,
+                    tokens: if keep_states { length } else { 0 },
+                });
             }
         }
-        Ok(vectors)
+        Ok(out)
+    }
+}
+
+/// One text's encoder output from [`BiEncoder::embed_token_states`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenStates {
+    /// The mean-pooled, L2-normalised embedding (the dense vector).
+    pub vector: Vec<f32>,
+    /// The last hidden state of every token, `tokens × dim`, row-major (empty from
+    /// [`BiEncoder::embed`]).
+    pub states: Vec<f32>,
+    /// How many tokens `states` holds (special tokens included).
+    pub tokens: usize,
+}
+
+/// What the bi-encoder embeds for a document: title and text, as BEIR does. The index and the
+/// late-joined reranker encode documents through this one function, so their states agree.
+pub fn document_text(title: &str, text: &str) -> String {
+    if title.is_empty() {
+        text.to_string()
+    } else {
+        format!("{title} {text}")
     }
 }
 

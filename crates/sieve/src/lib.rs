@@ -21,11 +21,11 @@ mod retrievers;
 
 pub use pipeline::{
     BlendChoice, FirstStage, Hit, Mode, OpenOptions, RerankReport, RerankSettings, SearchRequest,
-    SearchResponse, Sieve, SieveError, Timings, rerank_order, rerank_window,
+    SearchResponse, Sieve, SieveError, Timings, rerank_order, rerank_window, stored_states,
 };
 pub use retrievers::{Bm25Retriever, DenseRetriever};
 pub use sieve_core::{
-    Budget, Candidate, CascadeStep, ExitScore, ExitTrace, FusedCandidate, Fusion, FusionSpec,
+    Budget, Candidate, CascadeStep, DocStates, ExitScore, ExitTrace, FusedCandidate, Fusion, FusionSpec,
     PruneBlend, RankedList, RerankDoc, RerankError, RerankOutput, RerankScore, RerankStats,
     Reranker, Retriever, Rrf, SegmentTiming, StageScore, WeightedFusion,
 };

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sieve_core::{
-    Budget, ExitTrace, FusedCandidate, FusedList, FusionSpec, PruneBlend, RankedList, RerankDoc,
+    Budget, DocStates, ExitTrace, FusedCandidate, FusedList, FusionSpec, PruneBlend, RankedList, RerankDoc,
     RerankError, RerankOutput, RerankScore, RerankStats, Reranker, RetrieveError, Retriever,
     StageScore, min_max,
 };
@@ -156,6 +156,25 @@ impl BlendChoice {
             BlendChoice::Weight(w) => Some(w),
         }
     }
+}
+
+/// The stored rerank states of the documents `ordinals` of `index`, in order — when the index has
+/// a state store made with `reranker`'s own codec ([`Reranker::state_codec_id`]); an empty vector
+/// otherwise, so a reranker never reads states from another codec (it computes its own).
+pub fn stored_states(
+    index: &SieveIndex,
+    reranker: &dyn Reranker,
+    ordinals: impl Iterator<Item = u32>,
+) -> Result<Vec<DocStates>, SieveError> {
+    let (Some(store), Some(codec)) = (&index.states, reranker.state_codec_id()) else {
+        return Ok(Vec::new());
+    };
+    if store.info.codec_sha256 != codec {
+        return Ok(Vec::new());
+    }
+    Ok(ordinals
+        .map(|o| store.get(o))
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Reranks a window under `budget`. With a blend, a cascade prunes on that blend of each exit's
@@ -537,12 +556,14 @@ impl Sieve {
             .iter()
             .map(|c| self.index.docs.get(c.doc))
             .collect::<Result<Vec<_>, _>>()?;
+        let states = self.stored_states(reranker.as_ref(), &stage.fused[..window])?;
         response.timings.fetch_ms = fetch_started.elapsed().as_secs_f64() * 1e3;
         let rerank_docs: Vec<RerankDoc<'_>> = docs
             .iter()
-            .map(|d| RerankDoc {
-                title: &d.title,
-                text: &d.text,
+            .enumerate()
+            .map(|(i, d)| RerankDoc {
+                states: states.get(i),
+                ..RerankDoc::new(&d.title, &d.text)
             })
             .collect();
         let blend = settings.blend.weight_for(reranker.as_ref());
@@ -627,6 +648,16 @@ impl Sieve {
         });
         response.timings.total_ms = started.elapsed().as_secs_f64() * 1e3;
         Ok(response)
+    }
+
+    /// The index's stored rerank states of `candidates`, when the index has a state store made
+    /// with the reranker's own codec; empty otherwise (the reranker then computes what it needs).
+    fn stored_states(
+        &self,
+        reranker: &dyn Reranker,
+        candidates: &[FusedCandidate],
+    ) -> Result<Vec<DocStates>, SieveError> {
+        stored_states(&self.index, reranker, candidates.iter().map(|c| c.doc))
     }
 
     fn rerank_failed(

@@ -2,8 +2,9 @@
 //!
 //! [`CrossEncoder`] drives cross-encoders through ONNX Runtime and implements
 //! [`sieve_core::Reranker`]. [`CrossEncoder::open`] is the one entry point for any model
-//! directory: one with a [`MANIFEST_FILE`] is a segmented 2D-Matryoshka model (see below), any
-//! other a single-graph Hugging Face export.
+//! directory: one with a [`LATE_JOINED_FILE`] is a late-joined model, one with a
+//! [`MANIFEST_FILE`] a segmented 2D-Matryoshka model (see below), any other a single-graph
+//! Hugging Face export.
 //!
 //! * **Single-graph model directory**: `model.onnx` or `onnx/model*.onnx` (or an `.onnx` file
 //!   given directly), `tokenizer.json` beside it (or, for a file inside `onnx/`, in the folder
@@ -20,6 +21,11 @@
 //!   the manifest. The order of a cascade's output is given by [`cascade_order`]. With a measured
 //!   [`CostTable`] ([`COST_FILE`], see [`CrossEncoder::measure_costs`]), latency budgets pick the
 //!   deepest plan predicted to fit.
+//! * **Late-joined model directory** (sieve-ce v2): [`LATE_JOINED_FILE`], a state codec and one
+//!   ONNX graph per joint block; the towers are the bi-encoder the manifest names (checked by
+//!   sha256). Documents may come with precomputed [`sieve_core::DocStates`] (an index's state
+//!   store), else the towers run here; exits start at 0 (the towers' cosine). See the
+//!   `late_joined` module.
 //! * **Pairs** are encoded as the tokenizer's pair template gives them (`[CLS] query [SEP] doc
 //!   [SEP]` with token types 0/1 for BERT), but truncation is done here, on token ids: the query is
 //!   cut to [`CrossEncoderConfig::query_max_tokens`] (a Matryoshka model: its manifest's
@@ -37,6 +43,7 @@
 mod cost;
 mod encode;
 mod io;
+mod late_joined;
 mod matryoshka;
 mod single;
 mod windows;
@@ -53,6 +60,9 @@ use sieve_core::{
 pub use sieve_onnx::{Device, SessionOptions};
 
 pub use cost::{COST_FILE, COST_FORMAT, CostOptions, CostTable, SegmentCost};
+pub use late_joined::{
+    state_codec_of, BlockSpec, CodecSpec, LATE_JOINED_FILE, LATE_JOINED_FORMAT, LateJoinedManifest, TowerSpec,
+};
 pub use matryoshka::{
     MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ManifestBlend, ManifestCalibration, ManifestExit,
     ManifestFull, ManifestSegment, Plan, PlanStep, cascade_order, head_name,
@@ -60,6 +70,7 @@ pub use matryoshka::{
 pub use windows::{WindowAggregation, plan_windows};
 
 use encode::{PairEncoder, check_room, load_pair_tokenizer};
+use late_joined::LateJoined;
 use matryoshka::{Matryoshka, Runner};
 use single::SingleGraph;
 
@@ -212,6 +223,7 @@ enum Engine {
         calibration: Option<Calibration>,
     },
     Matryoshka(Box<Matryoshka>),
+    LateJoined(Box<LateJoined>),
 }
 
 /// A loaded cross-encoder, single-graph or segmented; `Send + Sync`, so one instance can serve
@@ -286,6 +298,9 @@ impl CrossEncoder {
                 path.display()
             )));
         }
+        if let Some(manifest_path) = late_joined::manifest_in(path) {
+            return Self::open_late_joined(&manifest_path, config);
+        }
         if let Some(manifest_path) = matryoshka::manifest_in(path) {
             return Self::open_matryoshka(&manifest_path, config);
         }
@@ -323,6 +338,40 @@ impl CrossEncoder {
             config,
             model_dir,
             model_path,
+            tokenizer_path,
+        })
+    }
+
+    fn open_late_joined(
+        manifest_path: &Path,
+        config: CrossEncoderConfig,
+    ) -> Result<Self, RerankError> {
+        let model = LateJoined::load(manifest_path, &config)?;
+        let model_dir = manifest_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        // The pair encoder only serves `encode_windows` (inspection); scoring uses the towers.
+        let tokenizer_path = model.tower.tokenizer_path().to_path_buf();
+        let (tokenizer, pair_special_tokens, pad_id) = load_pair_tokenizer(&tokenizer_path)?;
+        let max_length = model.manifest.tower.doc_max_length + model.manifest.tower.query_cap;
+        let encoder = PairEncoder {
+            tokenizer,
+            pad_id,
+            pair_special_tokens,
+            max_length,
+            query_max_tokens: model.manifest.tower.query_cap,
+            window_stride: config.window_stride,
+            max_windows: 1,
+        };
+        Ok(Self {
+            encoder,
+            engine: Engine::LateJoined(Box::new(model)),
+            device: device_name(config.session.device),
+            config,
+            model_dir,
+            model_path: manifest_path.to_path_buf(),
             tokenizer_path,
         })
     }
@@ -425,7 +474,7 @@ impl CrossEncoder {
     pub fn logit_classes(&self) -> usize {
         match &self.engine {
             Engine::Single { graph, .. } => graph.classes(),
-            Engine::Matryoshka(_) => 1,
+            Engine::Matryoshka(_) | Engine::LateJoined(_) => 1,
         }
     }
 
@@ -434,6 +483,7 @@ impl CrossEncoder {
         match &self.engine {
             Engine::Single { graph, .. } => graph.uses_token_type_ids(),
             Engine::Matryoshka(m) => m.uses_token_type_ids(),
+            Engine::LateJoined(_) => false,
         }
     }
 
@@ -442,7 +492,7 @@ impl CrossEncoder {
     pub fn calibration(&self) -> Option<Calibration> {
         match &self.engine {
             Engine::Single { calibration, .. } => *calibration,
-            Engine::Matryoshka(_) => None,
+            Engine::Matryoshka(_) | Engine::LateJoined(_) => None,
         }
     }
 
@@ -462,6 +512,19 @@ impl CrossEncoder {
         matches!(self.engine, Engine::Matryoshka(_))
     }
 
+    /// Whether this is a late-joined (sieve-ce v2) model.
+    pub fn is_late_joined(&self) -> bool {
+        matches!(self.engine, Engine::LateJoined(_))
+    }
+
+    /// The late-joined manifest, if this is one.
+    pub fn late_joined_manifest(&self) -> Option<&LateJoinedManifest> {
+        match &self.engine {
+            Engine::LateJoined(m) => Some(&m.manifest),
+            _ => None,
+        }
+    }
+
     /// The Matryoshka manifest, if this is one.
     pub fn manifest(&self) -> Option<&Manifest> {
         self.matryoshka().ok().map(|m| &m.manifest)
@@ -476,11 +539,21 @@ impl CrossEncoder {
 
     /// `int8`, `fp32` or `mixed` (segments of both) for a Matryoshka model; `None` otherwise.
     pub fn precision(&self) -> Option<&str> {
-        self.matryoshka().ok().map(|m| m.precision.as_str())
+        match &self.engine {
+            Engine::LateJoined(m) => Some(m.precision.as_str()),
+            _ => self.matryoshka().ok().map(|m| m.precision.as_str()),
+        }
     }
 
     /// The named profiles and the plans they resolve to (empty for single-graph models).
     pub fn profiles(&self) -> Vec<(String, Plan)> {
+        if let Engine::LateJoined(m) = &self.engine {
+            return m
+                .profiles
+                .iter()
+                .map(|(k, p)| (k.clone(), p.clone()))
+                .collect();
+        }
         self.matryoshka()
             .map(|m| {
                 m.profiles
@@ -494,6 +567,9 @@ impl CrossEncoder {
     /// The calibration of the head at `layer`, `width` (Matryoshka models), if the manifest has
     /// one; scores of a head without one are `sigmoid(raw)`.
     pub fn head_calibration(&self, layer: u32, width: u32) -> Option<Calibration> {
+        if let Engine::LateJoined(m) = &self.engine {
+            return m.head_calibration(layer, width);
+        }
         self.matryoshka()
             .ok()
             .and_then(|m| m.head_calibration(layer, width))
@@ -503,6 +579,9 @@ impl CrossEncoder {
     /// the documents). Errors ([`RerankError::Invalid`]) for unknown profiles, exits and widths
     /// name what is available; single-graph models have no plans.
     pub fn resolve_budget(&self, budget: &Budget) -> Result<Plan, RerankError> {
+        if let Engine::LateJoined(m) = &self.engine {
+            return m.resolve(budget);
+        }
         self.matryoshka()?.resolve(budget)
     }
 
@@ -581,6 +660,11 @@ impl CrossEncoder {
         match &self.engine {
             Engine::Matryoshka(m) => Ok(m),
             Engine::Single { .. } => Err(self.needs_matryoshka("exits, profiles and cost tables")),
+            Engine::LateJoined(_) => Err(RerankError::Invalid(format!(
+                "cost tables and window lengths are for segmented Matryoshka models; {} is a \
+                 late-joined model",
+                self.model_path.display()
+            ))),
         }
     }
 
@@ -663,6 +747,16 @@ impl Reranker for CrossEncoder {
                     self.device
                 )
             }
+            Engine::LateJoined(m) => {
+                let exits: Vec<String> = m.exits().iter().map(|e| e.layer.to_string()).collect();
+                format!(
+                    "onnx:{} (late-joined, exits {}, {}, {})",
+                    self.model_dir.display(),
+                    exits.join("/"),
+                    m.precision,
+                    self.device
+                )
+            }
         }
     }
 
@@ -671,9 +765,30 @@ impl Reranker for CrossEncoder {
     }
 
     fn recommended_blend(&self) -> Option<f32> {
-        self.manifest()
-            .and_then(|m| m.blend)
-            .map(|b| b.reranker_weight)
+        match &self.engine {
+            Engine::LateJoined(m) => m.manifest.blend.map(|b| b.reranker_weight),
+            _ => self
+                .manifest()
+                .and_then(|m| m.blend)
+                .map(|b| b.reranker_weight),
+        }
+    }
+
+    fn document_states(
+        &self,
+        docs: &[RerankDoc<'_>],
+    ) -> Result<Option<Vec<sieve_core::DocStates>>, RerankError> {
+        match &self.engine {
+            Engine::LateJoined(m) => m.document_states(docs).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn state_codec_id(&self) -> Option<String> {
+        match &self.engine {
+            Engine::LateJoined(m) => Some(m.codec.id().to_string()),
+            _ => None,
+        }
     }
 
     /// Single-graph models serve only [`Budget::Default`]. Matryoshka models serve every budget:
@@ -725,6 +840,7 @@ impl CrossEncoder {
                 budget,
                 blend,
             ),
+            Engine::LateJoined(m) => m.rerank(query, docs, budget, blend, &self.device),
         }
     }
 }

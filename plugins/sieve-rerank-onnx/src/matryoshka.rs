@@ -274,31 +274,7 @@ impl Manifest {
     /// The profiles, resolved to plans: the manifest's, plus `fast`, `balanced` and `full` where
     /// it does not define them.
     pub fn profiles(&self) -> Result<BTreeMap<String, Plan>, String> {
-        let exits = self.exit_list();
-        let widest = |e: &ManifestExit| Plan::exit(e.layer, max_width(&e.widths));
-        let mut plans = BTreeMap::new();
-        if let (Some(first), Some(last)) = (exits.first(), exits.last()) {
-            plans.insert("fast".to_string(), widest(first));
-            plans.insert(
-                "balanced".to_string(),
-                widest(&exits[(exits.len() - 1) / 2]),
-            );
-            plans.insert("full".to_string(), widest(last));
-        }
-        for (name, value) in &self.profiles {
-            let budget =
-                Budget::parse(value).map_err(|e| format!("profile {name:?} = {value:?}: {e}"))?;
-            let plan = match &budget {
-                Budget::Exit { .. } | Budget::Cascade(_) => resolve_plan(&exits, &budget),
-                _ => Err(format!(
-                    "must be an exit (LAYER:WIDTH) or a cascade (KEEP@LAYER[:WIDTH],...), got \
-                     '{budget}'"
-                )),
-            }
-            .map_err(|e| format!("profile {name:?} = {value:?}: {e}"))?;
-            plans.insert(name.clone(), plan);
-        }
-        Ok(plans)
+        profile_plans(&self.exit_list(), &self.profiles)
     }
 
     /// The exits, from the segments.
@@ -313,12 +289,44 @@ impl Manifest {
     }
 }
 
-fn max_width(widths: &[u32]) -> u32 {
+/// Named plans over `exits`: `fast`, `balanced` and `full` (the first, middle and last exit at
+/// the widest width) unless `custom` redefines them, plus every plan of `custom` (name → an exit
+/// or a cascade in [`Budget::parse`] syntax).
+pub(crate) fn profile_plans(
+    exits: &[ManifestExit],
+    custom: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, Plan>, String> {
+    let widest = |e: &ManifestExit| Plan::exit(e.layer, max_width(&e.widths));
+    let mut plans = BTreeMap::new();
+    if let (Some(first), Some(last)) = (exits.first(), exits.last()) {
+        plans.insert("fast".to_string(), widest(first));
+        plans.insert(
+            "balanced".to_string(),
+            widest(&exits[(exits.len() - 1) / 2]),
+        );
+        plans.insert("full".to_string(), widest(last));
+    }
+    for (name, value) in custom {
+        let budget =
+            Budget::parse(value).map_err(|e| format!("profile {name:?} = {value:?}: {e}"))?;
+        let plan = match &budget {
+            Budget::Exit { .. } | Budget::Cascade(_) => resolve_plan(exits, &budget),
+            _ => Err(format!(
+                "must be an exit (LAYER:WIDTH) or a cascade (KEEP@LAYER[:WIDTH],...), got                  '{budget}'"
+            )),
+        }
+        .map_err(|e| format!("profile {name:?} = {value:?}: {e}"))?;
+        plans.insert(name.clone(), plan);
+    }
+    Ok(plans)
+}
+
+pub(crate) fn max_width(widths: &[u32]) -> u32 {
     widths.iter().copied().max().unwrap_or(0)
 }
 
 /// `2:{384,96}, 4:{384,96}`.
-fn describe_exits(exits: &[ManifestExit]) -> String {
+pub(crate) fn describe_exits(exits: &[ManifestExit]) -> String {
     exits
         .iter()
         .map(|e| {
@@ -404,7 +412,7 @@ impl fmt::Display for Plan {
 }
 
 /// Resolves an exit or a cascade against the model's exits (widths default to the widest).
-fn resolve_plan(exits: &[ManifestExit], budget: &Budget) -> Result<Plan, String> {
+pub(crate) fn resolve_plan(exits: &[ManifestExit], budget: &Budget) -> Result<Plan, String> {
     let available = || {
         let all: Vec<String> = exits
             .iter()

@@ -348,10 +348,7 @@ fn measured_costs_are_usable() {
         &invalid(encoder.measure_costs(QUERY, &docs, &bad)),
         &["max_length 128"],
     );
-    let nothing = [sieve_core::RerankDoc {
-        title: "",
-        text: "",
-    }];
+    let nothing = [sieve_core::RerankDoc::new("", "")];
     assert_mentions(
         &invalid(encoder.measure_costs(QUERY, &nothing, &CostOptions::default())),
         &["sample documents"],

@@ -169,10 +169,7 @@ fn cuda_with_the_cuda_feature_runs_or_fails_plainly() {
     match CrossEncoder::open(&lexical_dir(), config) {
         Ok(encoder) => {
             assert_eq!(encoder.device(), "cuda:0");
-            let docs = [RerankDoc {
-                title: "",
-                text: "glacier moraine",
-            }];
+            let docs = [RerankDoc::new("", "glacier moraine")];
             let out = encoder.rerank(QUERY, &docs).expect("rerank on CUDA");
             assert_eq!(out.stats.device, "cuda:0");
         }

@@ -161,7 +161,7 @@ fn every_exit_matches_the_numpy_reference() {
         .collect();
     let docs: Vec<RerankDoc<'_>> = texts
         .iter()
-        .map(|t| RerankDoc { title: "", text: t })
+        .map(|t| RerankDoc::new("", t))
         .collect();
     for (doc, r) in docs.iter().zip(refs) {
         let windows = encoder.encode_windows(query, *doc).expect("encode");

@@ -8,7 +8,7 @@ use sieve_core::{RerankDoc, RerankError, RerankOutput, Reranker, sigmoid};
 use sieve_rerank_onnx::{CrossEncoder, CrossEncoderConfig, WindowAggregation, plan_windows};
 
 fn doc(text: &str) -> RerankDoc<'_> {
-    RerankDoc { title: "", text }
+    RerankDoc::new("", text)
 }
 
 fn rerank(encoder: &CrossEncoder, query: &str, texts: &[&str]) -> RerankOutput {
@@ -39,7 +39,7 @@ fn short_pairs_match_the_tokenizers_own_pair_encoding() {
         ("", ""),
     ] {
         let windows = encoder
-            .encode_windows(STATINS, RerankDoc { title, text })
+            .encode_windows(STATINS, RerankDoc::new(title, text))
             .expect("encode");
         assert_eq!(windows.len(), 1, "a short document is one window");
         let second = if title.is_empty() {

@@ -119,7 +119,7 @@ pub fn doc_texts() -> Vec<(String, String)> {
 pub fn as_docs(texts: &[(String, String)]) -> Vec<RerankDoc<'_>> {
     texts
         .iter()
-        .map(|(title, text)| RerankDoc { title, text })
+        .map(|(title, text)| RerankDoc::new(title, text))
         .collect()
 }
 

@@ -1,0 +1,132 @@
+"""sieve-ce v2: a late-joined, one-way cross-encoder grown on top of the bi-encoder.
+
+Towers: the bi-encoder itself (all-MiniLM-L6-v2, frozen, its shipped int8 ONNX graph), run once
+on `[CLS] q [SEP]` and once on `[CLS] title text [SEP]`. Its last hidden states are what sieve's
+index already computes for the dense vector, so document states cost nothing extra at index time.
+
+Joint blocks (appended after tower layer 6, so they are "layers 7 and 8"): only the query tokens
+run them (one-way, as in MORES); each block is a gated cross-attention from the query tokens to the
+document's token states, then a gated feed-forward (Flamingo's tanh(g) gates, g = 0 at init), with
+weights copied from tower layer 6. At init every block is the identity.
+
+Exits: 6 = the towers' cosine after their 6 layers (exactly the dense score), then one after each
+block (7, 8). The score at
+exit e, width w is cos(u_e[:w], v[:w]) + MLP_{e,w}([u ⊙ v, |u − v|]) where u_e is the mean-pooled
+query after block e and v the document's pooled (dense) vector; the MLP's output layer starts at
+0. So at init the deepest exit's score equals the bi-encoder cosine of the pair.
+
+Document states are compressed for the index by a PCA codec (mean + r principal directions of the
+tower's last hidden states) and int8 per token; the export folds the codec's directions into the
+blocks' key/value projections, so the graphs read the r-dimensional codes directly.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+TOWER_LAYERS = 6
+
+
+def add_mask(mask, dtype):
+    """[B, L] 0/1 -> additive [B, 1, 1, L]."""
+    return (1.0 - mask[:, None, None, :].to(dtype)) * -10000.0
+
+
+def mean_pool(h, mask):
+    m = mask.unsqueeze(-1).to(h.dtype)
+    return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class JointBlock(nn.Module):
+    """Gated cross-attention (query tokens -> document states) + gated feed-forward."""
+
+    def __init__(self, H=384, heads=12, inter=1536, eps=1e-12, state_dim=384):
+        super().__init__()
+        self.nh, self.hd = heads, H // heads
+        self.ln_x = nn.LayerNorm(H, eps=eps)
+        self.q, self.o = nn.Linear(H, H), nn.Linear(H, H)
+        self.k, self.v = nn.Linear(state_dim, H), nn.Linear(state_dim, H)
+        self.ln_f = nn.LayerNorm(H, eps=eps)
+        self.i, self.out = nn.Linear(H, inter), nn.Linear(inter, H)
+        self.g_x = nn.Parameter(torch.zeros(()))
+        self.g_f = nn.Parameter(torch.zeros(()))
+
+    def init_from_tower_layer(self, sd, layer_index):
+        """Copies attention and feed-forward weights of tower layer `layer_index` (0-based)."""
+        p = f'encoder.layer.{layer_index}.'
+        g = lambda k: sd[k].float()
+        with torch.no_grad():
+            for mod, key in [(self.q, 'attention.self.query'), (self.k, 'attention.self.key'),
+                             (self.v, 'attention.self.value'), (self.o, 'attention.output.dense'),
+                             (self.i, 'intermediate.dense'), (self.out, 'output.dense')]:
+                mod.weight.copy_(g(p + key + '.weight'))
+                mod.bias.copy_(g(p + key + '.bias'))
+
+    def forward(self, x, d_states, d_add_mask):
+        B, Lq, H = x.shape
+        Ld = d_states.shape[1]
+        y = self.ln_x(x)
+        q = self.q(y).view(B, Lq, self.nh, self.hd).transpose(1, 2)
+        k = self.k(d_states).view(B, Ld, self.nh, self.hd).transpose(1, 2)
+        v = self.v(d_states).view(B, Ld, self.nh, self.hd).transpose(1, 2)
+        a = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.hd) + d_add_mask
+        c = torch.matmul(torch.softmax(a, dim=-1), v).transpose(1, 2).reshape(B, Lq, H)
+        x = x + torch.tanh(self.g_x) * self.o(c)
+        return x + torch.tanh(self.g_f) * self.out(F.gelu(self.i(self.ln_f(x))))
+
+
+class Head(nn.Module):
+    """cos(u[:w], v[:w]) + MLP([u*v, |u-v|]); the MLP's output layer starts at zero."""
+
+    def __init__(self, width, hidden=64):
+        super().__init__()
+        self.w = width
+        self.fc = nn.Linear(2 * width, hidden)
+        self.fc_out = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.fc_out.weight)
+        nn.init.zeros_(self.fc_out.bias)
+
+    def forward(self, u, v):
+        u = F.normalize(u[:, : self.w], dim=-1)
+        v = F.normalize(v[:, : self.w], dim=-1)
+        cos = (u * v).sum(-1)
+        hidden = F.gelu(self.fc(torch.cat([u * v, (u - v).abs()], dim=-1)))
+        # written as a matmul, not nn.Linear: exported as MatMul (a Gemm with a zero weight shared
+        # between heads trips onnxruntime's quantiser)
+        return cos + (hidden @ self.fc_out.weight.t()).squeeze(-1) + self.fc_out.bias[0]
+
+
+class LateJoined(nn.Module):
+    def __init__(self, blocks=2, widths=(384, 192, 96), H=384, heads=12, inter=1536, state_dim=384):
+        super().__init__()
+        self.widths = list(widths)
+        self.blocks = nn.ModuleList(JointBlock(H, heads, inter, 1e-12, state_dim) for _ in range(blocks))
+        self.heads = nn.ModuleList(nn.ModuleList(Head(w) for w in widths) for _ in range(blocks))
+
+    @property
+    def exit_layers(self):
+        return [TOWER_LAYERS] + [TOWER_LAYERS + 1 + b for b in range(len(self.blocks))]
+
+    def init_from_base(self, safetensors_path):
+        from safetensors.torch import load_file
+        sd = load_file(safetensors_path)
+        for b in self.blocks:
+            b.init_from_tower_layer(sd, TOWER_LAYERS - 1)
+
+    def exit0(self, q_vec, d_vec):
+        """[B, n_widths]: the towers' cosine at every width prefix."""
+        return torch.stack([(F.normalize(q_vec[:, :w], dim=-1) * F.normalize(d_vec[:, :w], dim=-1)).sum(-1)
+                            for w in self.widths], dim=-1)
+
+    def forward(self, q_states, q_mask, d_states, d_mask, d_vec, upto=None):
+        """-> [B, n_blocks, n_widths] scores after each block (up to `upto` blocks)."""
+        dm = add_mask(d_mask, q_states.dtype)
+        x, out = q_states, []
+        for b, (block, heads) in enumerate(zip(self.blocks, self.heads)):
+            x = block(x, d_states, dm)
+            u = mean_pool(x, q_mask)
+            out.append(torch.stack([h(u, d_vec) for h in heads], dim=-1))
+            if upto is not None and b + 1 >= upto:
+                break
+        return torch.stack(out, dim=1)
