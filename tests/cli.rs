@@ -893,7 +893,10 @@ fn the_bundled_reranker_runs_by_default_on_the_sample() {
     // does by default for the bundled late-joined reranker), so the document tower never runs.
     let segments = rerank["stats"]["segments"].as_array().unwrap();
     assert_eq!(segments.len(), 3, "{rerank}");
-    assert_eq!(segments[0]["pairs"], 0, "states come from the index: {rerank}");
+    assert_eq!(
+        segments[0]["pairs"], 0,
+        "states come from the index: {rerank}"
+    );
     assert_eq!(segments[1]["pairs"], 20);
     assert!(rerank["blend"].is_number(), "{rerank}");
     let hits = response["hits"].as_array().unwrap();
@@ -925,7 +928,15 @@ fn the_bundled_reranker_runs_by_default_on_the_sample() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(plain.join("manifest.json")).unwrap()).unwrap();
     assert!(manifest["rerank_states"].is_null());
-    let args = ["why does bread dough rise", "--rerank", "--window", "20", "-k", "5", "--json"];
+    let args = [
+        "why does bread dough rise",
+        "--rerank",
+        "--window",
+        "20",
+        "-k",
+        "5",
+        "--json",
+    ];
     let mut all = vec!["search", plain.to_str().unwrap()];
     all.extend_from_slice(&args);
     let output = run_sieve(&all);
@@ -937,7 +948,12 @@ fn the_bundled_reranker_runs_by_default_on_the_sample() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|h| (h["id"].as_str().unwrap().to_string(), h["rerank"]["raw"].as_f64().unwrap()))
+            .map(|h| {
+                (
+                    h["id"].as_str().unwrap().to_string(),
+                    h["rerank"]["raw"].as_f64().unwrap(),
+                )
+            })
             .collect()
     };
     assert_eq!(scores(&computed), scores(&response));

@@ -188,7 +188,10 @@ fn rerank_with_the_bundled_model(
     println!(
         "SciFact test, 40 queries, hybrid top-30: fused {fused:.4}, reranked (pure) {pure:.4}, blended {blended:.4}"
     );
-    assert!(pure > fused + PURE_RERANK_MARGIN, "pure rerank nDCG@10 {pure} vs fused {fused}");
+    assert!(
+        pure > fused + PURE_RERANK_MARGIN,
+        "pure rerank nDCG@10 {pure} vs fused {fused}"
+    );
     assert!(blended > fused, "blended {blended} vs fused {fused}");
 }
 

@@ -8,8 +8,8 @@
                         outputs x_out (not the last), scores [B, widths])
 
 Calibration (temperature + bias per head) and the blend weight are fitted on the checkpoint's
-held-out TRAIN queries (never a test or dev split): calibration on their positives + mined
-negatives, the blend by reranking their hybrid top-`--blend-depth` (sieve's own run files).
+held-out TRAIN queries (never a test or dev split), by reranking their hybrid top-`--blend-depth`
+(sieve's own run files): the windows a reranker really scores.
 """
 import argparse, collections, hashlib, json, os, shutil, sys, time
 
@@ -220,36 +220,32 @@ def main():
         rs = [r for r in recs if r['set'] == ds]
         held += heldout_split(rs, hold_n.get(ds, 50) / len(rs), targs.get('seed', 13))[1]
 
-    # calibration per head
-    raw = collections.defaultdict(list)
-    labels = []
-    for r in held:
-        cand = [p['doc'] for p in r['positives']] + [x['doc'] for x in r['negatives']]
-        sc = score_candidates(model, qst, docs, codec, f"{r['set']}/{r['qid']}", [f"{r['set']}/{d}" for d in cand])
-        labels += [1] * len(r['positives']) + [0] * len(r['negatives'])
-        for e, layer in enumerate(model.exit_layers):
-            for w_i, w in enumerate(model.widths):
-                raw[f'l{layer}_w{w}'] += sc[:, e, w_i].tolist()
-    calibration, eces = {}, {}
-    for head, values in raw.items():
-        calibration[head], eces[head] = fit_calibration(values, labels)
-
     # blend weight on the held-out queries' hybrid top-k
     runs = {ds: read_run(os.path.join(args.work, 'runs', f'{ds}-train-hybrid.trec')) for ds in ('scifact', 'nfcorpus')}
     grid = [round(x, 2) for x in np.arange(0, 1.0001, 0.05)]
     per_w = {ds: collections.defaultdict(list) for ds in runs}
+    raw, labels = collections.defaultdict(list), []
     for r in held:
         ds = r['set']
         cand = [(d, s) for d, s in runs[ds].get(r['qid'], [])[: args.blend_depth] if f'{ds}/{d}' in docs]
         if not cand:
             continue
         qrels = {p['doc']: p['grade'] for p in r['positives']}
-        sc = score_candidates(model, qst, docs, codec, f"{ds}/{r['qid']}", [f'{ds}/{d}' for d, _ in cand])[:, -1, 0]
+        full = score_candidates(model, qst, docs, codec, f"{ds}/{r['qid']}", [f'{ds}/{d}' for d, _ in cand])
+        labels += [int(qrels.get(d, 0) > 0) for d, _ in cand]
+        for e, layer in enumerate(model.exit_layers):
+            for w_i, w in enumerate(model.widths):
+                raw[f'l{layer}_w{w}'] += full[:, e, w_i].tolist()
+        sc = full[:, -1, 0]
         fused, rer = minmax([s for _, s in cand]), minmax(sc)
         for w in grid:
             mix = w * rer + (1 - w) * fused
             per_w[ds][w].append(ndcg_at(trec_order([(d, float(m)) for (d, _), m in zip(cand, mix)]), qrels))
     blend_table = {w: {ds: float(np.mean(per_w[ds][w])) for ds in per_w} for w in grid}
+    # calibration per head, on the same windows (the candidates a reranker really scores)
+    calibration, eces = {}, {}
+    for head, values in raw.items():
+        calibration[head], eces[head] = fit_calibration(values, labels)
     best_w = max(grid, key=lambda w: (np.mean(list(blend_table[w].values())), w))
 
     exits = [{'layer': l, 'widths': model.widths} for l in model.exit_layers]

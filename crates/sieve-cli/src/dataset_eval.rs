@@ -641,8 +641,14 @@ fn ensure_index(job: &DatasetEval, name: &str, bars: &Bars) -> Result<PathBuf> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(".sieve/eval-cache").join(name));
     // A late-joined reranker's states go into the index, when its towers are this embedder.
-    let codec = match job.rerank.as_ref().and_then(|r| r.late_joined_dir.as_deref()) {
-        Some(dir) => crate::paths::rerank_codec(&dir.to_string_lossy(), &model).ok().flatten(),
+    let codec = match job
+        .rerank
+        .as_ref()
+        .and_then(|r| r.late_joined_dir.as_deref())
+    {
+        Some(dir) => crate::paths::rerank_codec(&dir.to_string_lossy(), &model)
+            .ok()
+            .flatten(),
         None => None,
     };
     let stamp = stamp_for(&corpus, &model, codec.as_deref())?;
@@ -815,7 +821,11 @@ pub fn run(job: DatasetEval) -> Result<()> {
                             Some(r) => sieve::stored_states(
                                 engine.index(),
                                 r.reranker.as_ref(),
-                                stage.fused.iter().take(job.depth.min(r.window)).map(|c| c.doc),
+                                stage
+                                    .fused
+                                    .iter()
+                                    .take(job.depth.min(r.window))
+                                    .map(|c| c.doc),
                             )?,
                             None => Vec::new(),
                         };

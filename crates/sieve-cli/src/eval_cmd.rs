@@ -125,7 +125,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 .map(|b| sieve::Budget::parse(b).map_err(|e| anyhow::anyhow!("--budget: {e}")))
                 .collect::<Result<Vec<_>>>()?;
             let reranker = args.reranker.load()?;
-            let late_joined = reranker.is_late_joined().then(|| reranker.model_dir().to_path_buf());
+            let late_joined = reranker
+                .is_late_joined()
+                .then(|| reranker.model_dir().to_path_buf());
             Some(RerankEval {
                 late_joined_dir: late_joined,
                 reranker,

@@ -71,9 +71,14 @@ impl DocStates {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, StatesFormatError> {
         let err = |m: String| StatesFormatError(m);
         if bytes.len() < HEADER {
-            return Err(err(format!("{} bytes, shorter than its header", bytes.len())));
+            return Err(err(format!(
+                "{} bytes, shorter than its header",
+                bytes.len()
+            )));
         }
-        let u = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]) as usize;
+        let u = |i: usize| {
+            u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]) as usize
+        };
         let (tokens, rank, dim) = (u(0), u(4), u(8));
         let floats = tokens
             .checked_add(dim)
@@ -137,11 +142,19 @@ mod tests {
     fn truncated_or_corrupt_records_are_refused() {
         let bytes = sample().to_bytes();
         for cut in [0, 5, 12, bytes.len() - 1] {
-            assert!(DocStates::from_bytes(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                DocStates::from_bytes(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut nan = bytes.clone();
         nan[12..16].copy_from_slice(&f32::NAN.to_le_bytes());
-        assert!(DocStates::from_bytes(&nan).unwrap_err().0.contains("finite"));
+        assert!(
+            DocStates::from_bytes(&nan)
+                .unwrap_err()
+                .0
+                .contains("finite")
+        );
         let mut huge = bytes;
         huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(DocStates::from_bytes(&huge).is_err());

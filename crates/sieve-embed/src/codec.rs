@@ -41,11 +41,14 @@ impl StateCodec {
             path: path.to_path_buf(),
             message,
         };
-        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read state codec: {e}")))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| bad(format!("cannot read state codec: {e}")))?;
         if bytes.len() < 16 || &bytes[..8] != MAGIC {
             return Err(bad("not a state codec (bad magic)".into()));
         }
-        let u = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]) as usize;
+        let u = |i: usize| {
+            u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]) as usize
+        };
         let (dim, rank) = (u(8), u(12));
         if dim == 0 || rank == 0 || rank > dim {
             return Err(bad(format!("state codec has dim {dim}, rank {rank}")));
@@ -115,11 +118,18 @@ impl StateCodec {
             for ((c, &x), &m) in centred.iter_mut().zip(h).zip(&self.mean) {
                 *c = x - m;
             }
-            for (coord, row) in coords.iter_mut().zip(self.directions.chunks_exact(self.dim)) {
+            for (coord, row) in coords
+                .iter_mut()
+                .zip(self.directions.chunks_exact(self.dim))
+            {
                 *coord = row.iter().zip(&centred).map(|(a, b)| a * b).sum();
             }
             let max = coords.iter().fold(0f32, |m, c| m.max(c.abs()));
-            let scale = if max > 0.0 && max.is_finite() { max / 127.0 } else { 1.0 };
+            let scale = if max > 0.0 && max.is_finite() {
+                max / 127.0
+            } else {
+                1.0
+            };
             scales.push(scale);
             codes.extend(
                 coords
@@ -172,7 +182,12 @@ mod tests {
         assert!((enc.scales[0] - 2.0 / 127.0).abs() < 1e-7);
         assert_eq!(enc.scales[1], 1.0);
         std::fs::write(&path, b"SVSCODE1\x03\0\0\0\x02\0\0\0").unwrap();
-        assert!(StateCodec::open(&path).unwrap_err().to_string().contains("need"));
+        assert!(
+            StateCodec::open(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("need")
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -304,7 +304,7 @@ impl BiEncoder {
         &self,
         texts: &[&str],
         max_tokens: Option<usize>,
-    ) -> Result<Vec<(Vec<u32>, Vec<u32>)>, EmbedError> {
+    ) -> Result<Vec<Tokenized>, EmbedError> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
@@ -328,7 +328,7 @@ impl BiEncoder {
     /// input order.
     fn run_sorted(
         &self,
-        encoded: &[(Vec<u32>, Vec<u32>)],
+        encoded: &[Tokenized],
         keep_states: bool,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<TokenStates>, EmbedError> {
@@ -341,7 +341,7 @@ impl BiEncoder {
             let longest = encoded[order[start]].0.len().max(1);
             let fit = (self.config.batch_tokens / longest).clamp(1, self.config.max_batch.max(1));
             let end = (start + fit).min(order.len());
-            let batch: Vec<&(Vec<u32>, Vec<u32>)> =
+            let batch: Vec<&Tokenized> =
                 order[start..end].iter().map(|&i| &encoded[i]).collect();
             let out = self.run_batch(&batch, longest, keep_states)?;
             for (slot, item) in order[start..end].iter().zip(out) {
@@ -358,7 +358,7 @@ impl BiEncoder {
 
     fn run_batch(
         &self,
-        batch: &[&(Vec<u32>, Vec<u32>)],
+        batch: &[&Tokenized],
         seq_len: usize,
         keep_states: bool,
     ) -> Result<Vec<TokenStates>, EmbedError> {
@@ -449,6 +449,9 @@ impl BiEncoder {
         Ok(out)
     }
 }
+
+/// A tokenized text: token ids and attention mask.
+type Tokenized = (Vec<u32>, Vec<u32>);
 
 /// One text's encoder output from [`BiEncoder::embed_token_states`].
 #[derive(Debug, Clone, PartialEq)]

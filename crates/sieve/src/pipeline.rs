@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sieve_core::{
-    Budget, DocStates, ExitTrace, FusedCandidate, FusedList, FusionSpec, PruneBlend, RankedList, RerankDoc,
-    RerankError, RerankOutput, RerankScore, RerankStats, Reranker, RetrieveError, Retriever,
-    StageScore, min_max,
+    Budget, DocStates, ExitTrace, FusedCandidate, FusedList, FusionSpec, PruneBlend, RankedList,
+    RerankDoc, RerankError, RerankOutput, RerankScore, RerankStats, Reranker, RetrieveError,
+    Retriever, StageScore, min_max,
 };
 use sieve_embed::{BiEncoder, EmbedderConfig};
 use sieve_index::{IndexError, SieveIndex};

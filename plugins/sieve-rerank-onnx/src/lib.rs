@@ -61,7 +61,8 @@ pub use sieve_onnx::{Device, SessionOptions};
 
 pub use cost::{COST_FILE, COST_FORMAT, CostOptions, CostTable, SegmentCost};
 pub use late_joined::{
-    state_codec_of, BlockSpec, CodecSpec, LATE_JOINED_FILE, LATE_JOINED_FORMAT, LateJoinedManifest, TowerSpec,
+    BlockSpec, CodecSpec, LATE_JOINED_FILE, LATE_JOINED_FORMAT, LateJoinedManifest, TowerSpec,
+    state_codec_of,
 };
 pub use matryoshka::{
     MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ManifestBlend, ManifestCalibration, ManifestExit,

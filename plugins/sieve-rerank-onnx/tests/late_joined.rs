@@ -33,12 +33,30 @@ const QUERIES: [&str; 3] = [
 /// Real passages (written for the project's sample corpus, CC0), titles and texts.
 fn passages() -> Vec<(&'static str, &'static str)> {
     vec![
-        ("Statins and cardiovascular risk", "Statins lower LDL cholesterol by inhibiting HMG-CoA reductase, and large trials found fewer heart attacks and strokes in people who took them."),
-        ("Sleep and memory", "During deep sleep the hippocampus replays the day's experiences, and people deprived of sleep remember less of what they learned."),
-        ("", "Autoimmune diseases arise when the immune system attacks the body's own tissues; large cohort studies found no link between routine vaccination and their onset."),
-        ("Coffee", "Coffee contains caffeine, an adenosine receptor antagonist that increases alertness for a few hours."),
-        ("Volcanoes", "Basaltic eruptions produce runny lava that travels far, while silica-rich magma traps gas and erupts explosively."),
-        ("Exercise", "Regular aerobic exercise raises HDL cholesterol and lowers blood pressure, reducing cardiovascular events."),
+        (
+            "Statins and cardiovascular risk",
+            "Statins lower LDL cholesterol by inhibiting HMG-CoA reductase, and large trials found fewer heart attacks and strokes in people who took them.",
+        ),
+        (
+            "Sleep and memory",
+            "During deep sleep the hippocampus replays the day's experiences, and people deprived of sleep remember less of what they learned.",
+        ),
+        (
+            "",
+            "Autoimmune diseases arise when the immune system attacks the body's own tissues; large cohort studies found no link between routine vaccination and their onset.",
+        ),
+        (
+            "Coffee",
+            "Coffee contains caffeine, an adenosine receptor antagonist that increases alertness for a few hours.",
+        ),
+        (
+            "Volcanoes",
+            "Basaltic eruptions produce runny lava that travels far, while silica-rich magma traps gas and erupts explosively.",
+        ),
+        (
+            "Exercise",
+            "Regular aerobic exercise raises HDL cholesterol and lowers blood pressure, reducing cardiovascular events.",
+        ),
     ]
 }
 
@@ -47,8 +65,11 @@ fn docs<'a>(p: &'a [(&'a str, &'a str)]) -> Vec<RerankDoc<'a>> {
 }
 
 fn bi_encoder() -> BiEncoder {
-    BiEncoder::open(&repo().join("models/all-MiniLM-L6-v2"), EmbedderConfig::default())
-        .expect("bundled bi-encoder")
+    BiEncoder::open(
+        &repo().join("models/all-MiniLM-L6-v2"),
+        EmbedderConfig::default(),
+    )
+    .expect("bundled bi-encoder")
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -57,26 +78,52 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn the_untrained_model_is_exactly_the_bi_encoder() {
-    let model = CrossEncoder::open(&init_model(), CrossEncoderConfig::default()).expect("open init");
+    let model =
+        CrossEncoder::open(&init_model(), CrossEncoderConfig::default()).expect("open init");
     assert!(model.is_late_joined());
     let encoder = bi_encoder();
     let p = passages();
-    let texts: Vec<String> = p.iter().map(|(t, x)| sieve_embed::document_text(t, x)).collect();
+    let texts: Vec<String> = p
+        .iter()
+        .map(|(t, x)| sieve_embed::document_text(t, x))
+        .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let doc_vectors = encoder.embed(&refs).expect("embed docs");
     let mut worst = 0f32;
     for query in QUERIES {
         let q = encoder.embed_one(query).expect("embed query");
         let out = model
-            .rerank_budgeted(query, &docs(&p), &Budget::Exit { layer: 8, width: 384 })
+            .rerank_budgeted(
+                query,
+                &docs(&p),
+                &Budget::Exit {
+                    layer: 8,
+                    width: 384,
+                },
+            )
             .expect("rerank");
         for (d, (score, trace)) in out.scores.iter().zip(&out.traces).enumerate() {
             let cosine = dot(&q, &doc_vectors[d]);
-            let at = |layer| trace.exits.iter().find(|e| e.layer == layer && e.width == 384).map(|e| e.raw);
+            let at = |layer| {
+                trace
+                    .exits
+                    .iter()
+                    .find(|e| e.layer == layer && e.width == 384)
+                    .map(|e| e.raw)
+            };
             let exit0 = at(6).expect("the towers' exit reached");
-            worst = worst.max((score.raw - cosine).abs()).max((exit0 - cosine).abs());
-            assert!((score.raw - cosine).abs() < 1e-4, "{query} / doc {d}: exit 8 {} vs cosine {cosine}", score.raw);
-            assert!((exit0 - cosine).abs() < 1e-5, "{query} / doc {d}: exit 6 {exit0} vs cosine {cosine}");
+            worst = worst
+                .max((score.raw - cosine).abs())
+                .max((exit0 - cosine).abs());
+            assert!(
+                (score.raw - cosine).abs() < 1e-4,
+                "{query} / doc {d}: exit 8 {} vs cosine {cosine}",
+                score.raw
+            );
+            assert!(
+                (exit0 - cosine).abs() < 1e-5,
+                "{query} / doc {d}: exit 6 {exit0} vs cosine {cosine}"
+            );
         }
     }
     eprintln!("init model vs bi-encoder cosine: worst |diff| {worst:.2e}");
@@ -84,16 +131,27 @@ fn the_untrained_model_is_exactly_the_bi_encoder() {
 
 #[test]
 fn stored_states_give_the_same_scores_as_computed_ones() {
-    let model = CrossEncoder::open(&shipped_model(), CrossEncoderConfig::default()).expect("open shipped");
+    let model =
+        CrossEncoder::open(&shipped_model(), CrossEncoderConfig::default()).expect("open shipped");
     let p = passages();
     let plain = docs(&p);
-    let states = model.document_states(&plain).expect("states").expect("late-joined has states");
+    let states = model
+        .document_states(&plain)
+        .expect("states")
+        .expect("late-joined has states");
     assert_eq!(states.len(), plain.len());
-    assert!(states.iter().all(|s| s.tokens() > 10 && s.rank == states[0].rank));
+    assert!(
+        states
+            .iter()
+            .all(|s| s.tokens() > 10 && s.rank == states[0].rank)
+    );
     let with: Vec<RerankDoc<'_>> = plain
         .iter()
         .zip(&states)
-        .map(|(d, s)| RerankDoc { states: Some(s), ..*d })
+        .map(|(d, s)| RerankDoc {
+            states: Some(s),
+            ..*d
+        })
         .collect();
     for query in QUERIES {
         let computed = model.rerank(query, &plain).expect("computed");
@@ -109,7 +167,8 @@ fn stored_states_give_the_same_scores_as_computed_ones() {
 
 #[test]
 fn the_trained_model_ranks_the_answer_first() {
-    let model = CrossEncoder::open(&shipped_model(), CrossEncoderConfig::default()).expect("open shipped");
+    let model =
+        CrossEncoder::open(&shipped_model(), CrossEncoderConfig::default()).expect("open shipped");
     let p = passages();
     for (qi, query) in QUERIES.iter().enumerate() {
         let out = model.rerank(query, &docs(&p)).expect("rerank");
@@ -117,25 +176,52 @@ fn the_trained_model_ranks_the_answer_first() {
             .max_by(|&a, &b| out.scores[a].raw.total_cmp(&out.scores[b].raw))
             .expect("scores");
         assert_eq!(best, qi, "{query}: best was {:?}", p[best]);
-        assert!(out.scores.iter().all(|s| (0.0..=1.0).contains(&s.calibrated)));
+        assert!(
+            out.scores
+                .iter()
+                .all(|s| (0.0..=1.0).contains(&s.calibrated))
+        );
     }
 }
 
 #[test]
 fn cascades_prune_at_the_towers_and_run_blocks_only_on_survivors() {
-    let model = CrossEncoder::open(&shipped_model(), CrossEncoderConfig::default()).expect("open shipped");
+    let model =
+        CrossEncoder::open(&shipped_model(), CrossEncoderConfig::default()).expect("open shipped");
     let p = passages();
     let budget = Budget::parse("6@6,3@7,1@8").expect("budget");
-    let out = model.rerank_budgeted(QUERIES[0], &docs(&p), &budget).expect("cascade");
+    let out = model
+        .rerank_budgeted(QUERIES[0], &docs(&p), &budget)
+        .expect("cascade");
     let pruned_at: Vec<Option<u32>> = out.traces.iter().map(|t| t.pruned_at).collect();
-    assert_eq!(pruned_at.iter().filter(|p| **p == Some(6)).count(), 3, "{pruned_at:?}");
-    assert_eq!(pruned_at.iter().filter(|p| **p == Some(7)).count(), 2, "{pruned_at:?}");
-    assert_eq!(pruned_at.iter().filter(|p| p.is_none()).count(), 1, "{pruned_at:?}");
+    assert_eq!(
+        pruned_at.iter().filter(|p| **p == Some(6)).count(),
+        3,
+        "{pruned_at:?}"
+    );
+    assert_eq!(
+        pruned_at.iter().filter(|p| **p == Some(7)).count(),
+        2,
+        "{pruned_at:?}"
+    );
+    assert_eq!(
+        pruned_at.iter().filter(|p| p.is_none()).count(),
+        1,
+        "{pruned_at:?}"
+    );
     // Segment timings: towers, block 7 on the 3 best by cosine, block 8 on the best 1 of those.
-    let pairs: Vec<(u32, usize)> = out.stats.segments.iter().map(|s| (s.exit_layer, s.pairs)).collect();
+    let pairs: Vec<(u32, usize)> = out
+        .stats
+        .segments
+        .iter()
+        .map(|s| (s.exit_layer, s.pairs))
+        .collect();
     assert_eq!(&pairs[1..], &[(7, 3), (8, 1)]);
     // The survivor is the statins passage.
-    let survivor = pruned_at.iter().position(|p| p.is_none()).expect("one survivor");
+    let survivor = pruned_at
+        .iter()
+        .position(|p| p.is_none())
+        .expect("one survivor");
     assert_eq!(survivor, 0);
     let err = model.rerank_budgeted(QUERIES[0], &docs(&p), &Budget::parse("4@5").expect("parse"));
     assert!(matches!(err, Err(RerankError::Invalid(m)) if m.contains("not an exit")));
@@ -155,7 +241,11 @@ fn copy_of_init() -> tempfile::TempDir {
     let manifest_path = dir.path().join(LATE_JOINED_FILE);
     let mut manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&manifest_path).expect("manifest")).expect("json");
-    manifest["tower"]["model"] = repo().join("models/all-MiniLM-L6-v2").to_string_lossy().into_owned().into();
+    manifest["tower"]["model"] = repo()
+        .join("models/all-MiniLM-L6-v2")
+        .to_string_lossy()
+        .into_owned()
+        .into();
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).expect("json")).expect("write");
     dir
 }
@@ -174,7 +264,11 @@ fn broken_late_joined_directories_are_refused_with_the_file_named() {
     CrossEncoder::open(good.path(), CrossEncoderConfig::default()).expect("the copy loads");
 
     let corrupt_codec = copy_of_init();
-    std::fs::write(corrupt_codec.path().join("state_codec.bin"), b"SVSCODE1 truncated").expect("write");
+    std::fs::write(
+        corrupt_codec.path().join("state_codec.bin"),
+        b"SVSCODE1 truncated",
+    )
+    .expect("write");
     let m = load_error(corrupt_codec.path());
     assert!(m.contains("state_codec.bin"), "{m}");
 
@@ -195,7 +289,16 @@ fn broken_late_joined_directories_are_refused_with_the_file_named() {
         .expect("a block graph");
     std::fs::write(&block, b"not an onnx graph").expect("write");
     let m = load_error(corrupt_block.path());
-    assert!(m.contains(&block.file_name().expect("name").to_string_lossy().into_owned()), "{m}");
+    assert!(
+        m.contains(
+            &block
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned()
+        ),
+        "{m}"
+    );
 
     let bad_json = copy_of_init();
     std::fs::write(bad_json.path().join(LATE_JOINED_FILE), b"{\"format\": 3").expect("write");

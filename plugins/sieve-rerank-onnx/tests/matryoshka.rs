@@ -159,10 +159,7 @@ fn every_exit_matches_the_numpy_reference() {
         .iter()
         .map(|d| d["text"].as_str().expect("text"))
         .collect();
-    let docs: Vec<RerankDoc<'_>> = texts
-        .iter()
-        .map(|t| RerankDoc::new("", t))
-        .collect();
+    let docs: Vec<RerankDoc<'_>> = texts.iter().map(|t| RerankDoc::new("", t)).collect();
     for (doc, r) in docs.iter().zip(refs) {
         let windows = encoder.encode_windows(query, *doc).expect("encode");
         assert_eq!(windows.len(), 1);

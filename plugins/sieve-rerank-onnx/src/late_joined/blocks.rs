@@ -116,10 +116,7 @@ impl Block {
                 .for_each(|(o, &v)| *o = v);
             let s = states[m];
             let tokens = s.tokens().min(ld);
-            if let Some(slice) = codes
-                .slice_mut(ndarray::s![r, ..tokens, ..])
-                .as_slice_mut()
-            {
+            if let Some(slice) = codes.slice_mut(ndarray::s![r, ..tokens, ..]).as_slice_mut() {
                 s.dequantise_into(slice);
             } else {
                 return Err(run_err("internal: code buffer is not contiguous"));
@@ -137,10 +134,22 @@ impl Block {
         let err = |e: ort::Error| run_err(format!("joint block {}: {e}", self.path.display()));
         let inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
             ("x".into(), Tensor::from_array(xs).map_err(err)?.into()),
-            ("q_mask".into(), Tensor::from_array(q_mask).map_err(err)?.into()),
-            ("d_codes".into(), Tensor::from_array(codes).map_err(err)?.into()),
-            ("d_mask".into(), Tensor::from_array(d_mask).map_err(err)?.into()),
-            ("d_vec".into(), Tensor::from_array(d_vec).map_err(err)?.into()),
+            (
+                "q_mask".into(),
+                Tensor::from_array(q_mask).map_err(err)?.into(),
+            ),
+            (
+                "d_codes".into(),
+                Tensor::from_array(codes).map_err(err)?.into(),
+            ),
+            (
+                "d_mask".into(),
+                Tensor::from_array(d_mask).map_err(err)?.into(),
+            ),
+            (
+                "d_vec".into(),
+                Tensor::from_array(d_vec).map_err(err)?.into(),
+            ),
         ];
         let mut session = self
             .session
@@ -155,13 +164,18 @@ impl Block {
                 self.widths
             )));
         }
-        let scores = data.chunks_exact(self.widths).map(<[f32]>::to_vec).collect();
+        let scores = data
+            .chunks_exact(self.widths)
+            .map(<[f32]>::to_vec)
+            .collect();
         let x_out = if keep_x {
             let (shape, data) = float_output(&outputs, "x_out").map_err(bad)?;
             if shape != [rows as i64, lq as i64, hidden as i64] {
                 return Err(bad(format!("`x_out` has shape {shape:?}")));
             }
-            data.chunks_exact(lq * hidden).map(<[f32]>::to_vec).collect()
+            data.chunks_exact(lq * hidden)
+                .map(<[f32]>::to_vec)
+                .collect()
         } else {
             Vec::new()
         };

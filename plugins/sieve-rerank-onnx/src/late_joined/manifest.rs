@@ -159,7 +159,8 @@ impl LateJoinedManifest {
         }
         if let Some(calibration) = &self.calibration {
             for (head, c) in &calibration.heads {
-                c.check().map_err(|e| format!("calibration of {head}: {e}"))?;
+                c.check()
+                    .map_err(|e| format!("calibration of {head}: {e}"))?;
             }
         }
         let plans = self.profiles()?;

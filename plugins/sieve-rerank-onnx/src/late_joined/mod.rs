@@ -31,7 +31,9 @@ use sieve_core::{
 };
 use sieve_embed::{BiEncoder, EmbedderConfig, StateCodec, TokenStates, document_text};
 
-pub use manifest::{BlockSpec, CodecSpec, LATE_JOINED_FILE, LATE_JOINED_FORMAT, LateJoinedManifest, TowerSpec};
+pub use manifest::{
+    BlockSpec, CodecSpec, LATE_JOINED_FILE, LATE_JOINED_FORMAT, LateJoinedManifest, TowerSpec,
+};
 
 use crate::io::plan_batches;
 use crate::matryoshka::{ManifestExit, Plan, head_name, resolve_plan};
@@ -56,7 +58,10 @@ pub fn state_codec_of(path: &Path) -> Result<Option<(PathBuf, String)>, RerankEr
     };
     let manifest = LateJoinedManifest::read(&manifest_path)?;
     let dir = manifest_path.parent().unwrap_or(Path::new("."));
-    Ok(Some((dir.join(&manifest.codec.file), manifest.tower.onnx_sha256)))
+    Ok(Some((
+        dir.join(&manifest.codec.file),
+        manifest.tower.onnx_sha256,
+    )))
 }
 
 /// A loaded late-joined model.
@@ -86,7 +91,10 @@ impl LateJoined {
                 manifest.default_profile = Some(name.clone());
             }
             manifest.validate().map_err(|e| {
-                load_err(format!("profiles given for {}: {e}", manifest_path.display()))
+                load_err(format!(
+                    "profiles given for {}: {e}",
+                    manifest_path.display()
+                ))
             })?;
         }
         let profiles = manifest.profiles().map_err(load_err)?;
@@ -145,16 +153,29 @@ impl LateJoined {
         let mut blocks = Vec::with_capacity(manifest.blocks.len());
         let mut used = Vec::new();
         for (spec, exit) in manifest.blocks.iter().zip(&manifest.exits[1..]) {
-            let preferred = if int8 { spec.file_int8.as_ref() } else { Some(&spec.file) };
+            let preferred = if int8 {
+                spec.file_int8.as_ref()
+            } else {
+                Some(&spec.file)
+            };
             let file = preferred
                 .map(|f| dir.join(f))
                 .filter(|p| p.is_file())
-                .unwrap_or_else(|| dir.join(spec.file_int8.as_ref().filter(|_| !int8).unwrap_or(&spec.file)));
-            used.push(if spec.file_int8.as_ref().is_some_and(|f| dir.join(f) == file) {
-                "int8"
-            } else {
-                "fp32"
-            });
+                .unwrap_or_else(|| {
+                    dir.join(
+                        spec.file_int8
+                            .as_ref()
+                            .filter(|_| !int8)
+                            .unwrap_or(&spec.file),
+                    )
+                });
+            used.push(
+                if spec.file_int8.as_ref().is_some_and(|f| dir.join(f) == file) {
+                    "int8"
+                } else {
+                    "fp32"
+                },
+            );
             blocks.push(Block::load(&file, spec.layer, exit.widths.len(), config)?);
         }
         used.dedup();
@@ -173,7 +194,11 @@ impl LateJoined {
             precision,
         };
         let probe = [RerankDoc::new("probe", "a probe document")];
-        let deepest = model.manifest.exits.last().map(|e| (e.layer, max_width(&e.widths)));
+        let deepest = model
+            .manifest
+            .exits
+            .last()
+            .map(|e| (e.layer, max_width(&e.widths)));
         if let Some((layer, width)) = deepest {
             model
                 .rerank(
@@ -217,13 +242,17 @@ impl LateJoined {
         match budget {
             Budget::Default => {
                 let name = self.manifest.default_profile_name();
-                self.profiles.get(name).cloned().ok_or_else(|| {
-                    invalid(format!("the default profile {name:?} is not defined"))
-                })
+                self.profiles
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| invalid(format!("the default profile {name:?} is not defined")))
             }
             Budget::Profile(name) => self.profiles.get(name).cloned().ok_or_else(|| {
-                let known: Vec<String> =
-                    self.profiles.iter().map(|(k, p)| format!("{k} ({p})")).collect();
+                let known: Vec<String> = self
+                    .profiles
+                    .iter()
+                    .map(|(k, p)| format!("{k} ({p})"))
+                    .collect();
                 invalid(format!(
                     "unknown profile {name:?} (profiles of {}: {})",
                     self.manifest_path.display(),
@@ -294,7 +323,11 @@ impl LateJoined {
         let embed_err = |e: sieve_embed::EmbedError| run_err(format!("towers: {e}"));
         let query_states = self
             .tower
-            .embed_token_states(&[query], Some(self.manifest.tower.query_cap + 2), &mut |_| {})
+            .embed_token_states(
+                &[query],
+                Some(self.manifest.tower.query_cap + 2),
+                &mut |_| {},
+            )
             .map_err(embed_err)?
             .pop()
             .ok_or_else(|| run_err("towers: no query states"))?;
@@ -329,8 +362,7 @@ impl LateJoined {
         stats.model_ms += towers_ms;
         stats.pairs = first;
 
-        let (scores, traces) =
-            self.execute(&query_states, &states, n, &plan, blend, &mut stats)?;
+        let (scores, traces) = self.execute(&query_states, &states, n, &plan, blend, &mut stats)?;
         Ok(RerankOutput {
             scores,
             traces,
