@@ -12,10 +12,10 @@ use crate::bm25::{AnalyzerConfig, Bm25Writer, TANTIVY_BM25};
 use crate::dense::{self, HnswParams};
 use crate::docstore::{DocStoreWriter, StoredDoc};
 use crate::ingest::{self, ColumnMapping};
-use crate::states::{RerankStatesInfo, StateStoreWriter};
 use crate::manifest::{
     BuildInfo, Counts, DenseInfo, MANIFEST_FILE, Manifest, ModelInfo, Models, Source, SourceFile,
 };
+use crate::states::{RerankStatesInfo, StateStoreWriter};
 use crate::{FORMAT_VERSION, IndexError};
 
 /// Receives progress of a long build; the CLI draws bars with it, libraries can ignore it.
@@ -263,14 +263,18 @@ impl IndexBuilder {
         let rerank_states = match &codec {
             Some(codec) => {
                 let phase = Instant::now();
-                let label = if vectors.is_empty() { "embed + rerank states" } else { "rerank states" };
+                let label = if vectors.is_empty() {
+                    "embed + rerank states"
+                } else {
+                    "rerank states"
+                };
                 progress.start(label, embed_inputs.len() as u64);
                 let keep_vectors = vectors.is_empty();
                 let mut writer = StateStoreWriter::create(dir)?;
                 for chunk in embed_inputs.chunks(256) {
                     let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-                    for states in
-                        encoder.embed_token_states(&refs, None, &mut |n| progress.advance(n as u64))?
+                    for states in encoder
+                        .embed_token_states(&refs, None, &mut |n| progress.advance(n as u64))?
                     {
                         writer.append(&codec.encode(&states)?)?;
                         if keep_vectors {
@@ -352,7 +356,6 @@ impl IndexBuilder {
         Ok(manifest)
     }
 }
-
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())

@@ -23,8 +23,8 @@ mod error;
 pub mod ingest;
 pub mod jsonl;
 pub mod manifest;
-pub mod states;
 mod reader;
+pub mod states;
 
 pub use builder::{BuildOptions, BuildReport, IndexBuilder, NoProgress, Progress};
 pub use error::IndexError;

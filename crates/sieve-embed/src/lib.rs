@@ -341,8 +341,7 @@ impl BiEncoder {
             let longest = encoded[order[start]].0.len().max(1);
             let fit = (self.config.batch_tokens / longest).clamp(1, self.config.max_batch.max(1));
             let end = (start + fit).min(order.len());
-            let batch: Vec<&Tokenized> =
-                order[start..end].iter().map(|&i| &encoded[i]).collect();
+            let batch: Vec<&Tokenized> = order[start..end].iter().map(|&i| &encoded[i]).collect();
             let out = self.run_batch(&batch, longest, keep_states)?;
             for (slot, item) in order[start..end].iter().zip(out) {
                 result[*slot] = Some(item);
