@@ -73,6 +73,9 @@ pub(crate) struct LateJoined {
     blocks: Vec<Block>,
     pub profiles: BTreeMap<String, Plan>,
     pub precision: String,
+    /// Per block call: at most this many (query + document) tokens and rows.
+    batch_tokens: usize,
+    max_batch: usize,
 }
 
 impl LateJoined {
@@ -192,6 +195,8 @@ impl LateJoined {
             blocks,
             profiles,
             precision,
+            batch_tokens: config.batch_tokens,
+            max_batch: config.max_batch,
         };
         let probe = [RerankDoc::new("probe", "a probe document")];
         let deepest = model
@@ -522,8 +527,7 @@ impl LateJoined {
         let lq = query.tokens;
         let lengths: Vec<usize> = active.iter().map(|&d| states[d].tokens()).collect();
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); active.len()];
-        let batch_tokens = 8192;
-        for batch in plan_batches(&lengths, batch_tokens, 64) {
+        for batch in plan_batches(&lengths, self.batch_tokens, self.max_batch) {
             let members: Vec<usize> = batch.members.iter().map(|&j| active[j]).collect();
             let inputs: Vec<&[f32]> = (0..states.len())
                 .map(|d| x[d].as_deref().unwrap_or(&query.states))
