@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace (after the same set-up as the demo). Tests that need
+# Runs every test of the workspace (after the same set-up as the demo), then the server's tests
+# with the peers' client libraries. Tests that need
 # ../shared (real IR data sets) print why they skip when it is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,3 +10,7 @@ if [ ! -d ../shared/data ]; then
     echo "      will pass without checking anything (each prints why with -- --nocapture)"
 fi
 cargo test --workspace --locked --all-targets "$@"
+# `sieve serve` against the peers' own clients (Cohere SDK, LanceDB, Haystack's TEI ranker,
+# LlamaIndex), on loopback ports, with the binary cargo test just built.
+scripts/setup-clients.sh
+SIEVE_BIN="$PWD/target/debug/sieve" .sieve/clients-venv/bin/python -m pytest -q -p no:cacheprovider tests/serve

@@ -10,6 +10,7 @@ mod progress;
 mod rerank_cmd;
 mod rerank_opts;
 mod search_cmd;
+mod serve_cmd;
 mod table;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Measure a Matryoshka reranker's per-segment cost table on this machine (for --latency-ms).
     Calibrate(calibrate_cmd::CalibrateArgs),
+    /// Serve the rerank stage over HTTP: Cohere, TEI and Weaviate rerank protocols, /search.
+    Serve(serve_cmd::ServeArgs),
 }
 
 fn main() {
@@ -44,6 +47,7 @@ fn main() {
         Command::Rerank(args) => rerank_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
         Command::Calibrate(args) => calibrate_cmd::run(args),
+        Command::Serve(args) => serve_cmd::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -178,19 +178,5 @@ impl BudgetArgs {
 
 /// Parses `--blend`: `model`, `off`, or a weight in [0, 1].
 pub fn parse_blend(s: &str) -> Result<sieve::BlendChoice> {
-    use sieve::BlendChoice;
-    Ok(match s.trim() {
-        "model" | "auto" => BlendChoice::Model,
-        "off" | "none" => BlendChoice::Off,
-        w => {
-            let w: f32 = w
-                .parse()
-                .ok()
-                .filter(|w: &f32| (0.0..=1.0).contains(w))
-                .ok_or_else(|| {
-                    anyhow::anyhow!("--blend `{w}`: expected model, off or a weight in [0, 1]")
-                })?;
-            BlendChoice::Weight(w)
-        }
-    })
+    s.parse().map_err(|e: String| anyhow::anyhow!("--{e}"))
 }

@@ -147,6 +147,28 @@ pub enum BlendChoice {
     Weight(f32),
 }
 
+impl FromStr for BlendChoice {
+    type Err = String;
+
+    /// `model` (or `auto`), `off` (or `none`), or a reranker weight in `[0, 1]`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.trim() {
+            "model" | "auto" => BlendChoice::Model,
+            "off" | "none" => BlendChoice::Off,
+            w => {
+                let weight: f32 = w
+                    .parse()
+                    .ok()
+                    .filter(|w: &f32| (0.0..=1.0).contains(w))
+                    .ok_or_else(|| {
+                        format!("blend `{w}`: expected model, off or a weight in [0, 1]")
+                    })?;
+                BlendChoice::Weight(weight)
+            }
+        })
+    }
+}
+
 impl BlendChoice {
     /// The reranker weight to use with `reranker`; `None` = the pure reranker order.
     pub fn weight_for(self, reranker: &dyn Reranker) -> Option<f32> {
