@@ -238,8 +238,13 @@ def test_concurrent_requests_share_batches(server, texts):
     assert all(a.status_code == 200 for a in answers)
     batches = server.metric("sieve_batch_requests_count") - before
     assert batches < len(bodies), "no two of 8 concurrent requests shared a batch"
-    # Batched answers are the same as answered alone.
-    assert [x["index"] for x in answers[0].json()] == cli_order(QUERY, texts)
+    # Batched answers are what the CLI gives alone, within the int8 blocks' quantisation noise
+    # (activations are quantised per batch tensor; --max-batch-requests 1 or --precision fp32
+    # make every answer independent of its companions).
+    alone = {r["input_position"] - 1: r["score"]["calibrated"] for r in cli_rerank(QUERY, texts)}
+    batched = answers[0].json()
+    assert batched[0]["index"] == cli_order(QUERY, texts)[0]
+    assert max(abs(x["score"] - alone[x["index"]]) for x in batched) < 0.02
 
 
 def test_client_disconnect_cancels_queued_work(texts):

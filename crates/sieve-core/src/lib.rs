@@ -14,7 +14,7 @@ mod types;
 pub use fusion::{Fusion, FusionSpec, Rrf, WeightedFusion};
 pub use rerank::{
     Budget, CascadeStep, ExitScore, ExitTrace, PruneBlend, RerankDoc, RerankError, RerankOutput,
-    RerankScore, RerankStats, Reranker, SegmentTiming, min_max, sigmoid,
+    RerankQuery, RerankScore, RerankStats, Reranker, SegmentTiming, min_max, sigmoid,
 };
 pub use states::{DocStates, StatesFormatError};
 pub use types::{Candidate, FusedCandidate, FusedList, RankedList, StageScore};

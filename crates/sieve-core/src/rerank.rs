@@ -356,6 +356,29 @@ pub trait Reranker: Send + Sync {
         blend.check(docs.len())?;
         self.rerank_budgeted(query, docs, budget)
     }
+
+    /// Scores several queries' documents at once — what a server does with concurrent requests —
+    /// one result per query, in order, each what [`rerank_budgeted`](Self::rerank_budgeted) gives
+    /// for it alone. Rerankers that can share model calls across queries (sieve's late-joined
+    /// model packs every query's pairs into the same batches) override this; the default scores
+    /// the queries one after the other.
+    fn rerank_many(&self, queries: &[RerankQuery<'_>]) -> Vec<Result<RerankOutput, RerankError>> {
+        queries
+            .iter()
+            .map(|q| self.rerank_budgeted(q.query, q.docs, q.budget))
+            .collect()
+    }
+}
+
+/// One query of a [`Reranker::rerank_many`] call.
+#[derive(Debug, Clone, Copy)]
+pub struct RerankQuery<'a> {
+    /// The query.
+    pub query: &'a str,
+    /// Its documents.
+    pub docs: &'a [RerankDoc<'a>],
+    /// How much of the model it spends.
+    pub budget: &'a Budget,
 }
 
 /// The blend a cascade prunes by: `weight · exit score + (1 − weight) · first-stage score`, the

@@ -7,9 +7,14 @@
 //! request caps. For rerankers that read precomputed document states (sieve's late-joined model),
 //! the documents of every request in the batch go through the towers together: one length-sorted,
 //! token-budgeted pass, documents seen before served from the [`StateCache`], duplicates across
-//! requests computed once. Each request's query side then runs on those states and its result is
-//! routed back. Requests whose client went away, or whose deadline passed, are dropped before
-//! any work is spent on them.
+//! requests computed once. Then all the batch's queries run as one [`Reranker::rerank_many`]
+//! call: one query-tower call, and each joint block over every request's pairs in shared,
+//! length-sorted batches. Results are routed back to each request. Requests whose client went
+//! away, or whose deadline passed, are dropped before any work is spent on them.
+//!
+//! With int8 joint blocks (the CPU default), activations are quantised per batch tensor, so a
+//! request's scores move slightly (≈1e-3) with its batch companions, as they already do with the
+//! other documents of its window; one request per batch or fp32 blocks make answers independent.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -20,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sieve::{
-    Budget, DocStates, RerankDoc, RerankError, RerankOutput, Reranker, SearchRequest,
+    Budget, DocStates, RerankDoc, RerankError, RerankOutput, RerankQuery, Reranker, SearchRequest,
     SearchResponse, Sieve, SieveError,
 };
 use tokio::sync::oneshot;
@@ -279,30 +284,68 @@ impl Worker {
                 return;
             }
         };
-        let batch_requests = live.len();
+        // Drop what went stale while the towers ran; the rest run as one multi-query call.
+        let mut ready = Vec::with_capacity(live.len());
         for (job, arrived) in live {
-            if !self.still_wanted(&job.reply, job.deadline) {
-                if !job.reply.is_closed() {
-                    let _ = job.reply.send(Err(timeout()));
-                }
-                continue;
+            if self.still_wanted(&job.reply, job.deadline) {
+                ready.push((job, arrived));
+            } else if !job.reply.is_closed() {
+                let _ = job.reply.send(Err(timeout()));
             }
-            let queue_ms = arrived.elapsed().as_secs_f64() * 1e3;
-            let started = Instant::now();
-            let docs: Vec<RerankDoc<'_>> = job
-                .docs
+        }
+        if ready.is_empty() {
+            return;
+        }
+        let batch_requests = ready.len();
+        let docs: Vec<Vec<RerankDoc<'_>>> = ready
+            .iter()
+            .map(|(job, _)| {
+                job.docs
+                    .iter()
+                    .map(|d| RerankDoc {
+                        states: states.get(&doc_key(&d.title, &d.text)).map(Arc::as_ref),
+                        ..RerankDoc::new(&d.title, &d.text)
+                    })
+                    .collect()
+            })
+            .collect();
+        let queries: Vec<RerankQuery<'_>> = ready
+            .iter()
+            .zip(&docs)
+            .map(|((job, _), docs)| RerankQuery {
+                query: &job.query,
+                docs,
+                budget: &job.budget,
+            })
+            .collect();
+        let started = Instant::now();
+        let reranker = &self.reranker;
+        let outcomes =
+            std::panic::catch_unwind(AssertUnwindSafe(|| reranker.rerank_many(&queries)))
+                .unwrap_or_else(|_| {
+                    queries
+                        .iter()
+                        .map(|_| {
+                            Err(RerankError::Run(
+                                "the reranker panicked on this batch".into(),
+                            ))
+                        })
+                        .collect()
+                });
+        let seconds = seconds_since(started);
+        let mut answers = Vec::with_capacity(ready.len());
+        for (((job, arrived), docs), outcome) in
+            ready
                 .iter()
-                .map(|d| RerankDoc {
-                    states: states.get(&doc_key(&d.title, &d.text)).map(Arc::as_ref),
-                    ..RerankDoc::new(&d.title, &d.text)
-                })
-                .collect();
-            let reranker = &self.reranker;
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                reranker.rerank_budgeted(&job.query, &docs, &job.budget)
-            }));
-            let answer = match result {
-                Ok(Ok(output)) if output.scores.len() == docs.len() => {
+                .zip(&docs)
+                .zip(outcomes.into_iter().chain(std::iter::repeat_with(|| {
+                    Err(RerankError::Run(
+                        "the reranker returned too few results".into(),
+                    ))
+                })))
+        {
+            let answer = match outcome {
+                Ok(output) if output.scores.len() == docs.len() => {
                     self.metrics
                         .pairs
                         .fetch_add(output.stats.pairs as u64, Ordering::Relaxed);
@@ -313,10 +356,10 @@ impl Worker {
                     Ok(Scored {
                         output,
                         batch_requests,
-                        queue_ms,
+                        queue_ms: (started - *arrived).as_secs_f64() * 1e3,
                     })
                 }
-                Ok(Ok(output)) => Err(ApiError::new(
+                Ok(output) => Err(ApiError::new(
                     ErrorKind::Backend,
                     format!(
                         "the reranker returned {} scores for {} documents",
@@ -324,13 +367,15 @@ impl Worker {
                         docs.len()
                     ),
                 )),
-                Ok(Err(error)) => Err(rerank_error(error)),
-                Err(_) => Err(ApiError::new(
-                    ErrorKind::Backend,
-                    "the reranker panicked on this request",
-                )),
+                Err(error) => Err(rerank_error(error)),
             };
-            self.metrics.record_stage("rerank", seconds_since(started));
+            self.metrics.record_stage("rerank", seconds);
+            answers.push(answer);
+        }
+        drop(queries);
+        drop(docs);
+        for ((job, _), answer) in ready.into_iter().zip(answers) {
+            // A client that left meanwhile has dropped its receiver: nothing to answer.
             let _ = job.reply.send(answer);
         }
     }

@@ -26,8 +26,8 @@ pub use pipeline::{
 pub use retrievers::{Bm25Retriever, DenseRetriever};
 pub use sieve_core::{
     Budget, Candidate, CascadeStep, DocStates, ExitScore, ExitTrace, FusedCandidate, Fusion,
-    FusionSpec, PruneBlend, RankedList, RerankDoc, RerankError, RerankOutput, RerankScore,
-    RerankStats, Reranker, Retriever, Rrf, SegmentTiming, StageScore, WeightedFusion,
+    FusionSpec, PruneBlend, RankedList, RerankDoc, RerankError, RerankOutput, RerankQuery,
+    RerankScore, RerankStats, Reranker, Retriever, Rrf, SegmentTiming, StageScore, WeightedFusion,
 };
 pub use sieve_index::SieveIndex;
 

@@ -813,6 +813,27 @@ impl Reranker for CrossEncoder {
         blend.check(docs.len())?;
         self.rerank_pruning_on(query, docs, budget, Some(blend))
     }
+
+    /// Late-joined models run all queries' towers and joint blocks in shared batches; the
+    /// others score the queries one after the other.
+    fn rerank_many(
+        &self,
+        queries: &[sieve_core::RerankQuery<'_>],
+    ) -> Vec<Result<RerankOutput, RerankError>> {
+        match &self.engine {
+            Engine::LateJoined(m) => {
+                let requests: Vec<late_joined::RerankRequest<'_>> = queries
+                    .iter()
+                    .map(|q| (q.query, q.docs, q.budget, None))
+                    .collect();
+                m.rerank_many(&requests, &self.device)
+            }
+            _ => queries
+                .iter()
+                .map(|q| self.rerank_budgeted(q.query, q.docs, q.budget))
+                .collect(),
+        }
+    }
 }
 
 impl CrossEncoder {

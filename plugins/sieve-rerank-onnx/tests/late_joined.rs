@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sieve_core::{Budget, RerankDoc, RerankError, Reranker};
+use sieve_core::{Budget, RerankDoc, RerankError, RerankQuery, Reranker};
 use sieve_embed::{BiEncoder, EmbedderConfig};
 use sieve_rerank_onnx::{CrossEncoder, CrossEncoderConfig, LATE_JOINED_FILE};
 
@@ -229,6 +229,81 @@ fn cascades_prune_at_the_towers_and_run_blocks_only_on_survivors() {
     assert!(matches!(err, Err(RerankError::Invalid(m)) if m.contains("latency")));
     let err = model.rerank("  ", &docs(&p));
     assert!(matches!(err, Err(RerankError::Invalid(m)) if m.contains("empty")));
+}
+
+/// Scores of many queries run together against each run alone, worst difference.
+fn batched_vs_alone(precision: sieve_rerank_onnx::Precision) -> f32 {
+    let model = CrossEncoder::open(
+        &shipped_model(),
+        CrossEncoderConfig {
+            precision,
+            ..CrossEncoderConfig::default()
+        },
+    )
+    .expect("open shipped");
+    let p = passages();
+    let all = docs(&p);
+    let budgets = [
+        Budget::Default,
+        Budget::parse("6@6,3@7,1@8").expect("cascade"),
+        Budget::parse("7:192").expect("exit"),
+        Budget::Default,
+    ];
+    // Different queries (different token counts), document sets and budgets, one empty query.
+    let sets: [&[RerankDoc<'_>]; 4] = [&all, &all[1..], &all[..4], &all];
+    let texts = [QUERIES[0], QUERIES[1], QUERIES[2], "  "];
+    let queries: Vec<RerankQuery<'_>> = (0..4)
+        .map(|i| RerankQuery {
+            query: texts[i],
+            docs: sets[i],
+            budget: &budgets[i],
+        })
+        .collect();
+    let together = model.rerank_many(&queries);
+    assert_eq!(together.len(), 4);
+    assert!(matches!(&together[3], Err(RerankError::Invalid(m)) if m.contains("empty")));
+    let mut worst = 0f32;
+    for (i, got) in together.iter().take(3).enumerate() {
+        let got = got.as_ref().expect("scored together");
+        let alone = model
+            .rerank_budgeted(texts[i], sets[i], &budgets[i])
+            .expect("scored alone");
+        assert_eq!(got.scores.len(), sets[i].len());
+        for (a, b) in got.scores.iter().zip(&alone.scores) {
+            worst = worst.max((a.raw - b.raw).abs());
+        }
+        let pruned = |o: &sieve_core::RerankOutput| -> Vec<Option<u32>> {
+            o.traces.iter().map(|t| t.pruned_at).collect()
+        };
+        assert_eq!(pruned(got), pruned(&alone), "query {i}");
+        let exits = |o: &sieve_core::RerankOutput| -> Vec<usize> {
+            o.traces.iter().map(|t| t.exits.len()).collect()
+        };
+        assert_eq!(exits(got), exits(&alone), "query {i}");
+        let best = |o: &sieve_core::RerankOutput| {
+            (0..o.scores.len()).max_by(|&a, &b| o.scores[a].raw.total_cmp(&o.scores[b].raw))
+        };
+        assert_eq!(best(got), best(&alone), "query {i}");
+    }
+    worst
+}
+
+#[test]
+fn many_queries_in_one_call_score_as_each_alone() {
+    // fp32 blocks: the same numbers (padded query tokens are masked; each query token attends
+    // only to its document).
+    let fp32 = batched_vs_alone(sieve_rerank_onnx::Precision::Fp32);
+    assert!(
+        fp32 < 1e-5,
+        "fp32 scores differ by up to {fp32} when batched"
+    );
+    // int8 blocks quantise activations per tensor, so a batch's companions move scores a little
+    // (as a window's other documents already do): bounded, and the same plan and best document.
+    let int8 = batched_vs_alone(sieve_rerank_onnx::Precision::Int8);
+    assert!(
+        int8 < 1e-2,
+        "int8 scores differ by up to {int8} when batched"
+    );
 }
 
 /// Copies the init fixture into a temp dir (its tower path rewritten to stay valid).

@@ -30,6 +30,14 @@ pub(crate) struct Block {
     pub has_x_out: bool,
 }
 
+/// One (query, document) pair of a block batch: the query's token states entering the block
+/// (`lq` × hidden), and the document's states.
+pub(crate) struct BlockRow<'a> {
+    pub x: &'a [f32],
+    pub lq: usize,
+    pub states: &'a DocStates,
+}
+
 /// One block's results for a batch: scores per document and, when kept, the new query states.
 pub(crate) struct BlockOut {
     pub scores: Vec<Vec<f32>>,
@@ -85,36 +93,37 @@ impl Block {
         })
     }
 
-    /// Runs the block on `members` (indices into `x` and `states`), all with the same query
-    /// length `lq`, padding documents to `ld` tokens.
-    #[allow(clippy::too_many_arguments)]
+    /// Runs the block on `rows`, padding query states to the longest query of the batch (padded
+    /// tokens are masked out of the pooling, and each query token attends only to the document,
+    /// so a row's scores do not depend on its batch companions) and documents to `ld` tokens.
     pub fn run(
         &self,
-        members: &[usize],
-        x: &[&[f32]],
-        lq: usize,
-        states: &[&DocStates],
+        rows: &[BlockRow<'_>],
         ld: usize,
         hidden: usize,
         keep_x: bool,
     ) -> Result<BlockOut, RerankError> {
-        let rows = members.len();
-        let rank = states.first().map_or(0, |s| s.rank);
-        let mut xs = Array3::<f32>::zeros((rows, lq, hidden));
-        let q_mask = Array2::<i64>::ones((rows, lq));
-        let mut codes = Array3::<f32>::zeros((rows, ld, rank));
-        let mut d_mask = Array2::<i64>::zeros((rows, ld));
-        let mut d_vec = Array2::<f32>::zeros((rows, hidden));
-        for (r, &m) in members.iter().enumerate() {
-            let src = x[m];
-            if src.len() != lq * hidden {
+        let n = rows.len();
+        let lq = rows.iter().map(|r| r.lq).max().unwrap_or(0);
+        let rank = rows.first().map_or(0, |r| r.states.rank);
+        let mut xs = Array3::<f32>::zeros((n, lq, hidden));
+        let mut q_mask = Array2::<i64>::zeros((n, lq));
+        let mut codes = Array3::<f32>::zeros((n, ld, rank));
+        let mut d_mask = Array2::<i64>::zeros((n, ld));
+        let mut d_vec = Array2::<f32>::zeros((n, hidden));
+        for (r, row) in rows.iter().enumerate() {
+            if row.x.len() != row.lq * hidden {
                 return Err(run_err("internal: query states of the wrong size"));
             }
-            xs.slice_mut(ndarray::s![r, .., ..])
+            xs.slice_mut(ndarray::s![r, ..row.lq, ..])
                 .iter_mut()
-                .zip(src)
+                .zip(row.x)
                 .for_each(|(o, &v)| *o = v);
-            let s = states[m];
+            q_mask
+                .slice_mut(ndarray::s![r, ..row.lq])
+                .iter_mut()
+                .for_each(|v| *v = 1);
+            let s = row.states;
             let tokens = s.tokens().min(ld);
             if let Some(slice) = codes.slice_mut(ndarray::s![r, ..tokens, ..]).as_slice_mut() {
                 s.dequantise_into(slice);
@@ -158,9 +167,9 @@ impl Block {
         let outputs = session.run(inputs).map_err(err)?;
         let bad = |m: String| run_err(format!("joint block {}: {m}", self.path.display()));
         let (shape, data) = float_output(&outputs, "scores").map_err(bad)?;
-        if shape != [rows as i64, self.widths as i64] {
+        if shape != [n as i64, self.widths as i64] {
             return Err(bad(format!(
-                "`scores` has shape {shape:?}, expected [{rows}, {}]",
+                "`scores` has shape {shape:?}, expected [{n}, {}]",
                 self.widths
             )));
         }
@@ -170,11 +179,12 @@ impl Block {
             .collect();
         let x_out = if keep_x {
             let (shape, data) = float_output(&outputs, "x_out").map_err(bad)?;
-            if shape != [rows as i64, lq as i64, hidden as i64] {
+            if shape != [n as i64, lq as i64, hidden as i64] {
                 return Err(bad(format!("`x_out` has shape {shape:?}")));
             }
             data.chunks_exact(lq * hidden)
-                .map(<[f32]>::to_vec)
+                .zip(rows)
+                .map(|(chunk, row)| chunk[..row.lq * hidden].to_vec())
                 .collect()
         } else {
             Vec::new()

@@ -20,25 +20,35 @@
 
 mod blocks;
 mod manifest;
+mod run;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use sieve_core::{
-    Budget, DocStates, ExitScore, ExitTrace, PruneBlend, RerankDoc, RerankError, RerankOutput,
-    RerankScore, RerankStats, SegmentTiming, sigmoid,
+    Budget, DocStates, PruneBlend, RerankDoc, RerankError, RerankOutput, RerankStats,
+    SegmentTiming, sigmoid,
 };
-use sieve_embed::{BiEncoder, EmbedderConfig, StateCodec, TokenStates, document_text};
+use sieve_embed::{BiEncoder, EmbedderConfig, StateCodec, document_text};
 
 pub use manifest::{
     BlockSpec, CodecSpec, LATE_JOINED_FILE, LATE_JOINED_FORMAT, LateJoinedManifest, TowerSpec,
 };
 
-use crate::io::plan_batches;
 use crate::matryoshka::{ManifestExit, Plan, head_name, resolve_plan};
 use crate::{Calibration, CrossEncoderConfig, Device, Precision, load_err, run_err};
 use blocks::Block;
+use run::Job;
+
+/// One query of a multi-query call: the query, its documents, its budget and, for a caller that
+/// ranks by a blend with the first stage, what a cascade prunes on.
+pub(crate) type RerankRequest<'a> = (
+    &'a str,
+    &'a [RerankDoc<'a>],
+    &'a Budget,
+    Option<PruneBlend<'a>>,
+);
 
 /// The manifest inside `path` (a directory holding [`LATE_JOINED_FILE`], or that file).
 pub(crate) fn manifest_in(path: &Path) -> Option<PathBuf> {
@@ -308,251 +318,154 @@ impl LateJoined {
         blend: Option<PruneBlend<'_>>,
         device: &str,
     ) -> Result<RerankOutput, RerankError> {
-        if query.trim().is_empty() {
-            return Err(RerankError::Invalid("the query is empty".into()));
-        }
-        let mut stats = RerankStats {
-            device: device.to_string(),
-            ..RerankStats::default()
-        };
+        self.rerank_many(&[(query, docs, budget, blend)], device)
+            .pop()
+            .unwrap_or_else(|| Err(run_err("internal: no result for the query")))
+    }
+
+    /// Scores several queries' documents in one run: one query-tower call for all queries, one
+    /// document-tower call for every document that came without states, and each joint block
+    /// over all queries' pairs in shared batches ([`run`]). One result per request, in order,
+    /// equal to what [`rerank`](Self::rerank) gives for each alone.
+    pub fn rerank_many(
+        &self,
+        requests: &[RerankRequest<'_>],
+        device: &str,
+    ) -> Vec<Result<RerankOutput, RerankError>> {
+        let mut results: Vec<Option<Result<RerankOutput, RerankError>>> =
+            requests.iter().map(|_| None).collect();
         let began = Instant::now();
-        let plan = self.resolve(budget)?;
-        stats.plan = plan.to_string();
-        let n = docs.len();
-        let first = plan
-            .steps
-            .first()
-            .and_then(|s| s.keep)
-            .unwrap_or(usize::MAX)
-            .min(n);
+        // Plans, and how many documents enter each.
+        let mut valid: Vec<(usize, Plan, usize)> = Vec::new();
+        for (r, (query, docs, budget, _)) in requests.iter().enumerate() {
+            if query.trim().is_empty() {
+                results[r] = Some(Err(RerankError::Invalid("the query is empty".into())));
+                continue;
+            }
+            match self.resolve(budget) {
+                Ok(plan) => {
+                    let first = plan
+                        .steps
+                        .first()
+                        .and_then(|s| s.keep)
+                        .unwrap_or(usize::MAX)
+                        .min(docs.len());
+                    valid.push((r, plan, first));
+                }
+                Err(e) => results[r] = Some(Err(e)),
+            }
+        }
+        if let Err(e) = self.run_valid(requests, &valid, &mut results, began, device) {
+            for &(r, ..) in &valid {
+                results[r] = Some(Err(e.clone()));
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(run_err("internal: a query was not run"))))
+            .collect()
+    }
+
+    /// The towers and the plans of the `valid` requests; their results go into `results`.
+    fn run_valid(
+        &self,
+        requests: &[RerankRequest<'_>],
+        valid: &[(usize, Plan, usize)],
+        results: &mut [Option<Result<RerankOutput, RerankError>>],
+        began: Instant,
+        device: &str,
+    ) -> Result<(), RerankError> {
+        if valid.is_empty() {
+            return Ok(());
+        }
         let embed_err = |e: sieve_embed::EmbedError| run_err(format!("towers: {e}"));
+        let queries: Vec<&str> = valid.iter().map(|&(r, ..)| requests[r].0).collect();
         let query_states = self
             .tower
             .embed_token_states(
-                &[query],
+                &queries,
                 Some(self.manifest.tower.query_cap + 2),
                 &mut |_| {},
             )
-            .map_err(embed_err)?
-            .pop()
-            .ok_or_else(|| run_err("towers: no query states"))?;
-        stats.tokenize_ms = began.elapsed().as_secs_f64() * 1e3;
+            .map_err(embed_err)?;
+        if query_states.len() != queries.len() {
+            return Err(run_err("towers: one query's states are missing"));
+        }
+        let tokenize_ms = began.elapsed().as_secs_f64() * 1e3;
 
-        // Document states: the caller's where usable, else the towers here.
+        // Document states: the caller's where usable, else one towers call for all requests.
         let towers_began = Instant::now();
-        let missing: Vec<usize> = (0..first)
-            .filter(|&i| !docs[i].states.is_some_and(|s| self.usable(s)))
+        let mut missing: Vec<(usize, usize)> = Vec::new(); // (valid index, document)
+        for (v, &(r, _, first)) in valid.iter().enumerate() {
+            let docs = requests[r].1;
+            missing.extend(
+                (0..first)
+                    .filter(|&i| !docs[i].states.is_some_and(|s| self.usable(s)))
+                    .map(|i| (v, i)),
+            );
+        }
+        let wanted: Vec<RerankDoc<'_>> = missing
+            .iter()
+            .map(|&(v, i)| requests[valid[v].0].1[i])
             .collect();
-        let mut computed: Vec<Option<DocStates>> = vec![None; first];
-        if !missing.is_empty() {
-            let wanted: Vec<RerankDoc<'_>> = missing.iter().map(|&i| docs[i]).collect();
-            for (&i, s) in missing.iter().zip(self.document_states(&wanted)?) {
-                computed[i] = Some(s);
+        let mut computed: Vec<Vec<Option<DocStates>>> = valid
+            .iter()
+            .map(|&(_, _, first)| vec![None; first])
+            .collect();
+        if !wanted.is_empty() {
+            for (&(v, i), s) in missing.iter().zip(self.document_states(&wanted)?) {
+                computed[v][i] = Some(s);
             }
         }
-        let states: Vec<&DocStates> = (0..first)
-            .map(|i| match (&computed[i], docs[i].states) {
-                (Some(own), _) => Ok(own),
-                (None, Some(given)) => Ok(given),
-                (None, None) => Err(run_err("internal: a document has no states")),
-            })
-            .collect::<Result<_, _>>()?;
         let towers_ms = towers_began.elapsed().as_secs_f64() * 1e3;
-        stats.segments.push(SegmentTiming {
-            segment: 0,
-            exit_layer: self.manifest.exits[0].layer,
-            pairs: missing.len(),
-            ms: towers_ms,
-        });
-        stats.model_ms += towers_ms;
-        stats.pairs = first;
-
-        let (scores, traces) = self.execute(&query_states, &states, n, &plan, blend, &mut stats)?;
-        Ok(RerankOutput {
-            scores,
-            traces,
-            stats,
-        })
-    }
-
-    /// Runs `plan` over the first `states.len()` of `n` documents.
-    fn execute(
-        &self,
-        query: &TokenStates,
-        states: &[&DocStates],
-        n: usize,
-        plan: &Plan,
-        blend: Option<PruneBlend<'_>>,
-        stats: &mut RerankStats,
-    ) -> Result<(Vec<RerankScore>, Vec<ExitTrace>), RerankError> {
-        let unscored = RerankScore {
-            raw: 0.0,
-            calibrated: 0.0,
-            windows: 0,
-            best_window: 0,
-        };
-        let mut scores = vec![unscored; n];
-        let mut traces = vec![
-            ExitTrace {
-                exits: Vec::new(),
-                pruned_at: Some(0),
+        let mut jobs = Vec::with_capacity(valid.len());
+        for ((v, (r, plan, first)), query) in valid.iter().enumerate().zip(query_states) {
+            let (_, docs, _, blend) = requests[*r];
+            let states: Vec<&DocStates> = (0..*first)
+                .map(|i| match (&computed[v][i], docs[i].states) {
+                    (Some(own), _) => Ok(own),
+                    (None, Some(given)) => Ok(given),
+                    (None, None) => Err(run_err("internal: a document has no states")),
+                })
+                .collect::<Result<_, _>>()?;
+            let own = missing.iter().filter(|&&(mv, _)| mv == v).count();
+            let share = if missing.is_empty() {
+                0.0
+            } else {
+                towers_ms * own as f64 / missing.len() as f64
             };
-            n
-        ];
-        let first = states.len();
-        // exit index (0 = towers) -> per document, one score per width of that exit
-        let mut exit_scores: Vec<Vec<Option<Vec<f32>>>> =
-            vec![vec![None; first]; self.manifest.exits.len()];
-        let towers_exit = &self.manifest.exits[0];
-        for (d, s) in states.iter().enumerate() {
-            let row: Vec<f32> = towers_exit
-                .widths
-                .iter()
-                .map(|&w| prefix_cosine(&query.vector, &s.vector, w as usize))
-                .collect();
-            for (&width, &raw) in towers_exit.widths.iter().zip(&row) {
-                traces[d].exits.push(ExitScore {
-                    layer: towers_exit.layer,
-                    width,
-                    raw,
-                });
-            }
-            exit_scores[0][d] = Some(row);
+            let stats = RerankStats {
+                device: device.to_string(),
+                plan: plan.to_string(),
+                tokenize_ms,
+                model_ms: share,
+                pairs: *first,
+                segments: vec![SegmentTiming {
+                    segment: 0,
+                    exit_layer: self.manifest.exits[0].layer,
+                    pairs: own,
+                    ms: share,
+                }],
+                ..RerankStats::default()
+            };
+            jobs.push(Job {
+                query,
+                states,
+                n: docs.len(),
+                plan: plan.clone(),
+                blend,
+                stats,
+            });
         }
-        let mut x: Vec<Option<Vec<f32>>> = vec![None; first];
-        let mut active: Vec<usize> = (0..first).collect();
-        let mut step_score = vec![0f32; n];
-        let mut done = 0; // blocks run so far
-        let mut previous_layer = 0;
-        for (i, step) in plan.steps.iter().enumerate() {
-            let exit_index = self
-                .manifest
-                .exits
-                .iter()
-                .position(|e| e.layer == step.layer)
-                .ok_or_else(|| {
-                    RerankError::Invalid(format!("plan {plan}: no exit at layer {}", step.layer))
-                })?;
-            if i > 0 {
-                let keep = step.keep.unwrap_or(usize::MAX).min(active.len());
-                let mut prune_score = step_score.clone();
-                if let Some(blend) = &blend {
-                    let exit: Vec<f32> = active.iter().map(|&d| step_score[d]).collect();
-                    for (&d, s) in active.iter().zip(blend.scores(&active, &exit)) {
-                        prune_score[d] = s;
-                    }
-                }
-                let mut ranked = active.clone();
-                ranked.sort_by(|&a, &b| prune_score[b].total_cmp(&prune_score[a]).then(a.cmp(&b)));
-                for &d in &ranked[keep..] {
-                    traces[d].pruned_at = Some(previous_layer);
-                    x[d] = None;
-                }
-                ranked.truncate(keep);
-                ranked.sort_unstable();
-                active = ranked;
-            }
-            if active.is_empty() {
-                break;
-            }
-            while done < exit_index {
-                let keep_x = done + 1 < self.blocks.len();
-                self.run_block(done, &active, query, states, &mut x, keep_x, stats)
-                    .map(|rows| {
-                        let exit = &self.manifest.exits[done + 1];
-                        for (&d, row) in active.iter().zip(rows) {
-                            for (&width, &raw) in exit.widths.iter().zip(&row) {
-                                traces[d].exits.push(ExitScore {
-                                    layer: exit.layer,
-                                    width,
-                                    raw,
-                                });
-                            }
-                            exit_scores[done + 1][d] = Some(row);
-                        }
-                    })?;
-                done += 1;
-            }
-            let column = self.manifest.exits[exit_index]
-                .widths
-                .iter()
-                .position(|&w| w == step.width)
-                .ok_or_else(|| {
-                    RerankError::Invalid(format!(
-                        "plan {plan}: exit {} has no width {}",
-                        step.layer, step.width
-                    ))
-                })?;
-            for &d in &active {
-                let raw = exit_scores[exit_index][d]
-                    .as_ref()
-                    .and_then(|row| row.get(column).copied())
-                    .ok_or_else(|| run_err("internal: an active document has no exit score"))?;
-                step_score[d] = raw;
-                scores[d] = RerankScore {
-                    raw,
-                    calibrated: self.calibrate(step.layer, step.width, raw),
-                    windows: 1,
-                    best_window: 0,
-                };
-                traces[d].pruned_at = None;
-            }
-            previous_layer = step.layer;
+        let outcomes = self.execute_many(&mut jobs);
+        for ((&(r, ..), job), outcome) in valid.iter().zip(jobs).zip(outcomes) {
+            results[r] = Some(outcome.map(|(scores, traces)| RerankOutput {
+                scores,
+                traces,
+                stats: job.stats,
+            }));
         }
-        Ok((scores, traces))
-    }
-
-    /// Runs block `b` over the `active` documents in token-budgeted batches of similar length;
-    /// returns their scores (active order) and keeps their new query states in `x` if asked.
-    #[allow(clippy::too_many_arguments)]
-    fn run_block(
-        &self,
-        b: usize,
-        active: &[usize],
-        query: &TokenStates,
-        states: &[&DocStates],
-        x: &mut [Option<Vec<f32>>],
-        keep_x: bool,
-        stats: &mut RerankStats,
-    ) -> Result<Vec<Vec<f32>>, RerankError> {
-        let block = &self.blocks[b];
-        if keep_x && !block.has_x_out {
-            return Err(run_err(format!(
-                "joint block {} has no output `x_out`, but a deeper block follows it",
-                block.path.display()
-            )));
-        }
-        let began = Instant::now();
-        let hidden = self.manifest.hidden_size;
-        let lq = query.tokens;
-        let lengths: Vec<usize> = active.iter().map(|&d| states[d].tokens()).collect();
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); active.len()];
-        for batch in plan_batches(&lengths, self.batch_tokens, self.max_batch) {
-            let members: Vec<usize> = batch.members.iter().map(|&j| active[j]).collect();
-            let inputs: Vec<&[f32]> = (0..states.len())
-                .map(|d| x[d].as_deref().unwrap_or(&query.states))
-                .collect();
-            let result = block.run(&members, &inputs, lq, states, batch.seq_len, hidden, keep_x)?;
-            stats.batches += 1;
-            stats.padded_tokens += members.len() * (lq + batch.seq_len);
-            for (&j, row) in batch.members.iter().zip(result.scores) {
-                out[j] = row;
-            }
-            if keep_x {
-                for (&d, state) in members.iter().zip(result.x_out) {
-                    x[d] = Some(state);
-                }
-            }
-        }
-        let ms = began.elapsed().as_secs_f64() * 1e3;
-        stats.model_ms += ms;
-        stats.segments.push(SegmentTiming {
-            segment: b as u32 + 1,
-            exit_layer: block.layer,
-            pairs: active.len(),
-            ms,
-        });
-        Ok(out)
+        Ok(())
     }
 }
 
