@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the peers' client libraries the `sieve serve` tests use (the official Cohere SDK,
-# LanceDB, Haystack's TEI ranker, LlamaIndex's Cohere reranker; pinned in tests/serve/) into
+# Installs the Python libraries the tests drive (pinned in tests/serve/): the peers' clients for
+# the `sieve serve` tests (the official Cohere SDK, LanceDB, Haystack's TEI ranker, LlamaIndex's
+# Cohere reranker) and the Parquet writers of tests/interop (pandas, polars, DuckDB) into
 # .sieve/clients-venv. Idempotent: does nothing when the pins have not changed since the last run.
 set -euo pipefail
 cd "$(dirname "$0")/.."

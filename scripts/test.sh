@@ -11,6 +11,8 @@ if [ ! -d ../shared/data ]; then
 fi
 cargo test --workspace --locked --all-targets "$@"
 # `sieve serve` against the peers' own clients (Cohere SDK, LanceDB, Haystack's TEI ranker,
-# LlamaIndex), on loopback ports, with the binary cargo test just built.
+# LlamaIndex), on loopback ports, and `sieve index` on Parquet files written by pandas, polars,
+# DuckDB and pyarrow, with the binary cargo test just built.
 scripts/setup-clients.sh
-SIEVE_BIN="$PWD/target/debug/sieve" .sieve/clients-venv/bin/python -m pytest -q -p no:cacheprovider tests/serve
+SIEVE_BIN="$PWD/target/debug/sieve" .sieve/clients-venv/bin/python -m pytest -q -p no:cacheprovider \
+    tests/serve tests/interop

@@ -8,7 +8,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Int32Type, Int64Type, UInt32Type, UInt64Type};
+use arrow_array::types::{
+    Float16Type, Float32Type, Float64Type, Int32Type, Int64Type, UInt32Type, UInt64Type,
+};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Schema};
 use parquet::arrow::ProjectionMask;
@@ -26,7 +28,8 @@ pub struct ColumnMapping {
     pub text: String,
     /// Optional title (string column; nulls read as empty).
     pub title: Option<String>,
-    /// Optional precomputed embeddings: `FixedSizeList<Float32>` or `List<Float32>`.
+    /// Optional precomputed embeddings: a `List`, `LargeList` or `FixedSizeList` of `Float16`,
+    /// `Float32` or `Float64` (cast to f32; values that do not fit f32 are refused).
     pub vector: Option<String>,
 }
 
@@ -56,19 +59,18 @@ pub struct SourceDoc {
     pub row: u64,
 }
 
-/// Expands input paths: files are taken as given, directories contribute their `*.parquet`
-/// files (sorted by name, not recursive).
+/// Expands input paths: files are taken as given, directories contribute every `*.parquet`
+/// file below them, recursively (the layout of pyarrow's, Spark's and DuckDB's partitioned
+/// writers: `dir/key=value/part-0.parquet`), sorted by path. Hidden entries and those starting
+/// with `_` (`_SUCCESS`, `_metadata`, `.crc` files) are skipped, as those writers' readers do.
 pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, IndexError> {
     let mut files = Vec::new();
     for input in inputs {
         if input.is_file() {
             files.push(input.clone());
         } else if input.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
-                .map_err(IndexError::io(input))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "parquet"))
-                .collect();
+            let mut found = Vec::new();
+            collect_parquet_files(input, &mut found)?;
             if found.is_empty() {
                 return Err(IndexError::NoParquetFiles(input.clone()));
             }
@@ -79,6 +81,25 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, IndexError> {
         }
     }
     Ok(files)
+}
+
+fn collect_parquet_files(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), IndexError> {
+    for entry in std::fs::read_dir(dir).map_err(IndexError::io(dir))? {
+        let path = entry.map_err(IndexError::io(dir))?.path();
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_none_or(|n| n.starts_with('.') || n.starts_with('_'));
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            collect_parquet_files(&path, found)?;
+        } else if path.is_file() && path.extension().is_some_and(|e| e == "parquet") {
+            found.push(path);
+        }
+    }
+    Ok(())
 }
 
 /// Total row count of the files, from their footers (cheap), for progress bars.
@@ -148,12 +169,36 @@ struct ColumnRoles<'m> {
     vector: Option<usize>,
 }
 
-const STRING_TYPES: &str = "a string column (Utf8, LargeUtf8 or Utf8View)";
+const STRING_TYPES: &str =
+    "a string column (Utf8, LargeUtf8, Utf8View, or a dictionary of one: pandas `category`)";
+
+/// The type a cell is read as: a dictionary column (pandas `category`, pyarrow's
+/// `dictionary_encode`, Spark's and DuckDB's dictionary pages read as such) reads as its values.
+fn value_type(dt: &DataType) -> &DataType {
+    match dt {
+        DataType::Dictionary(_, values) => value_type(values),
+        other => other,
+    }
+}
 
 fn is_string(dt: &DataType) -> bool {
     matches!(
-        dt,
+        value_type(dt),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
+
+fn is_integer(dt: &DataType) -> bool {
+    matches!(
+        value_type(dt),
+        DataType::Int32 | DataType::Int64 | DataType::UInt32 | DataType::UInt64
+    )
+}
+
+fn is_float(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Float16 | DataType::Float32 | DataType::Float64
     )
 }
 
@@ -185,16 +230,11 @@ impl<'m> ColumnRoles<'m> {
         };
         let id = find(&mapping.id)?;
         let id_type = schema.field(id).data_type();
-        if !is_string(id_type)
-            && !matches!(
-                id_type,
-                DataType::Int32 | DataType::Int64 | DataType::UInt32 | DataType::UInt64
-            )
-        {
+        if !is_string(id_type) && !is_integer(id_type) {
             return Err(wrong(
                 &mapping.id,
                 id_type,
-                "a string or integer column (Utf8, LargeUtf8, Utf8View, Int32, Int64, UInt32, UInt64)",
+                "a string or integer column (Utf8, LargeUtf8, Utf8View, Int32, Int64, UInt32, UInt64, or a dictionary of one)",
             ));
         }
         let string_col = |name: &str| -> Result<usize, IndexError> {
@@ -219,11 +259,11 @@ impl<'m> ColumnRoles<'m> {
                     }
                     _ => None,
                 };
-                if item != Some(&DataType::Float32) {
+                if !item.is_some_and(is_float) {
                     return Err(wrong(
                         name,
                         dt,
-                        "FixedSizeList<Float32>, List<Float32> or LargeList<Float32>",
+                        "a List, LargeList or FixedSizeList of Float32 (or Float16, Float64)",
                     ));
                 }
                 Some(index)
@@ -264,9 +304,15 @@ impl<'m> ColumnRoles<'m> {
                     available: String::new(),
                 })
         };
-        let ids = column(&self.mapping.id)?;
-        let texts = column(&self.mapping.text)?;
-        let titles = self.mapping.title.as_deref().map(column).transpose()?;
+        let ids = TextColumn::new(column(&self.mapping.id)?);
+        let texts = TextColumn::new(column(&self.mapping.text)?);
+        let titles = self
+            .mapping
+            .title
+            .as_deref()
+            .map(column)
+            .transpose()?
+            .map(TextColumn::new);
         let vectors = self.mapping.vector.as_deref().map(column).transpose()?;
 
         let bad = |row: usize, column: &str, message: String| IndexError::BadValue {
@@ -277,15 +323,14 @@ impl<'m> ColumnRoles<'m> {
         };
         let mut docs = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
-            let id = string_value(ids, row)
+            let id = ids
+                .get(row)
                 .ok_or_else(|| bad(row, &self.mapping.id, "id is null".into()))?;
             if id.trim().is_empty() {
                 return Err(bad(row, &self.mapping.id, "id is empty".into()));
             }
-            let text = string_value(texts, row).unwrap_or_default();
-            let title = titles
-                .and_then(|t| string_value(t, row))
-                .unwrap_or_default();
+            let text = texts.get(row).unwrap_or_default();
+            let title = titles.as_ref().and_then(|t| t.get(row)).unwrap_or_default();
             let vector = match (vectors, self.mapping.vector.as_deref()) {
                 (Some(array), Some(name)) => {
                     let v = vector_value(array, row).map_err(|m| bad(row, name, m))?;
@@ -320,9 +365,36 @@ impl<'m> ColumnRoles<'m> {
     }
 }
 
-/// Reads a string or integer cell as a string; `None` for null.
-fn string_value(array: &ArrayRef, row: usize) -> Option<String> {
-    if array.is_null(row) {
+/// A string or integer column of one record batch, read cell by cell as strings; a dictionary
+/// column's keys are resolved once per batch.
+struct TextColumn<'a> {
+    array: &'a ArrayRef,
+    dictionary: Option<(Vec<usize>, &'a ArrayRef)>,
+}
+
+impl<'a> TextColumn<'a> {
+    fn new(array: &'a ArrayRef) -> Self {
+        let dictionary = array
+            .as_any_dictionary_opt()
+            .map(|d| (d.normalized_keys(), d.values()));
+        Self { array, dictionary }
+    }
+
+    /// The cell as a string; `None` for null.
+    fn get(&self, row: usize) -> Option<String> {
+        if self.array.is_null(row) {
+            return None;
+        }
+        match &self.dictionary {
+            Some((keys, values)) => plain_string_value(values, *keys.get(row)?),
+            None => plain_string_value(self.array, row),
+        }
+    }
+}
+
+/// Reads a string or integer cell of a plain (not dictionary) array; `None` for null.
+fn plain_string_value(array: &ArrayRef, row: usize) -> Option<String> {
+    if row >= array.len() || array.is_null(row) {
         return None;
     }
     Some(match array.data_type() {
@@ -337,7 +409,8 @@ fn string_value(array: &ArrayRef, row: usize) -> Option<String> {
     })
 }
 
-/// Reads a list-of-f32 cell; errors on null lists, null items, empty or non-finite vectors.
+/// Reads a list-of-floats cell as f32; errors on null lists, null items, empty vectors and
+/// values that are NaN, infinite, or (from Float64) beyond f32's range.
 fn vector_value(array: &ArrayRef, row: usize) -> Result<Vec<f32>, String> {
     if array.is_null(row) {
         return Err("vector is null".into());
@@ -348,14 +421,32 @@ fn vector_value(array: &ArrayRef, row: usize) -> Result<Vec<f32>, String> {
         DataType::LargeList(_) => array.as_list::<i64>().value(row),
         other => return Err(format!("unexpected type {other}")),
     };
-    let floats = values.as_primitive::<Float32Type>();
-    if floats.null_count() > 0 {
+    if values.null_count() > 0 {
         return Err("vector contains null values".into());
     }
-    if floats.is_empty() {
+    if values.is_empty() {
         return Err("vector is empty".into());
     }
-    let v: Vec<f32> = floats.values().to_vec();
+    let v: Vec<f32> = match values.data_type() {
+        DataType::Float32 => values.as_primitive::<Float32Type>().values().to_vec(),
+        DataType::Float16 => values
+            .as_primitive::<Float16Type>()
+            .values()
+            .iter()
+            .map(|x| x.to_f32())
+            .collect(),
+        DataType::Float64 => {
+            let wide = values.as_primitive::<Float64Type>().values();
+            if let Some(x) = wide
+                .iter()
+                .find(|x| x.is_finite() && x.abs() > f32::MAX as f64)
+            {
+                return Err(format!("vector value {x} does not fit in a 32-bit float"));
+            }
+            wide.iter().map(|&x| x as f32).collect()
+        }
+        other => return Err(format!("unexpected vector item type {other}")),
+    };
     if v.iter().any(|x| !x.is_finite()) {
         return Err("vector contains NaN or infinite values".into());
     }

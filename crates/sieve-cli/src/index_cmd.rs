@@ -32,7 +32,7 @@ pub struct IndexArgs {
     /// Index without titles even if a `title` column exists.
     #[arg(long, conflicts_with = "title_col")]
     no_title: bool,
-    /// Column of precomputed embeddings (FixedSizeList<Float32> or List<Float32>); they must come
+    /// Column of precomputed embeddings (a List, LargeList or FixedSizeList of Float16, Float32 or Float64); they must come
     /// from the same model as --model, which embeds queries.
     #[arg(long)]
     vector_col: Option<String>,
