@@ -273,6 +273,24 @@ def test_client_disconnect_cancels_queued_work(texts):
         s.stop()
 
 
+def test_a_request_past_its_deadline_gets_504(texts):
+    s = Server("--request-timeout-ms", "300", "--state-cache-mb", "0", "--max-batch-requests", "1")
+    try:
+        many = [t + f" copy {i}" for i in range(6) for t in texts]  # 60 new documents: seconds
+        r = post(s, "/v2/rerank", {"query": QUERY, "documents": many})
+        assert r.status_code == 504
+        assert "deadline" in r.json()["message"]
+        r = post(s, "/rerank", {"query": QUERY, "texts": many})
+        assert r.status_code == 504 and r.json()["error_type"] == "Unhealthy"
+        assert s.metric("sieve_timeouts_total") >= 2
+        # The server goes on answering what fits in its deadline.
+        time.sleep(3)
+        ok = post(s, "/rerank", {"query": QUERY, "texts": texts[:1]})
+        assert ok.status_code in (200, 504)
+    finally:
+        s.stop()
+
+
 def test_sigterm_finishes_in_flight_requests(texts):
     s = Server()
     result = {}

@@ -4,7 +4,7 @@
 //!
 //! | route | protocol |
 //! |---|---|
-//! | `POST /v1/rerank`, `POST /v2/rerank` | Cohere rerank (also what Jina's and Voyage-style clients send) |
+//! | `POST /v1/rerank`, `POST /v2/rerank` | Cohere rerank (also what Jina's clients send) |
 //! | `POST /rerank`, `GET /health`, `GET /info` | Hugging Face Text Embeddings Inference |
 //! | `/weaviate/.well-known/{live,ready}`, `GET /weaviate/meta`, `POST /weaviate/rerank` | Weaviate's `reranker-transformers` module |
 //! | `POST /search` | sieve's own: a `sieve search` over the loaded index, same JSON as the CLI |

@@ -1,5 +1,5 @@
-//! Cohere's rerank API, `POST /v1/rerank` and `POST /v2/rerank` (Jina's and Voyage-style
-//! clients send the same request shape to `/v1/rerank`).
+//! Cohere's rerank API, `POST /v1/rerank` and `POST /v2/rerank` (Jina's clients send the same
+//! request shape to `/v1/rerank` and read the same answer fields).
 //!
 //! `relevance_score` is the model's calibrated probability of relevance (in [0, 1], as Cohere's);
 //! results are in sieve's order, best first, cut to `top_n`.
