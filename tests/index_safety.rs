@@ -13,11 +13,15 @@ use sieve_index::SieveIndex;
 /// Writes `n` documents with 384-d precomputed vectors (so the build skips embedding and spends
 /// its time reading, in BM25 and in HNSW: a wide window to kill it in).
 fn corpus(path: &Path, n: usize, seed: u64) {
+    corpus_with_ids(path, n, seed, "doc")
+}
+
+fn corpus_with_ids(path: &Path, n: usize, seed: u64, prefix: &str) {
     let vectors: Vec<Option<Vec<f32>>> = clustered_unit_vectors(n, 384, 50, seed)
         .into_iter()
         .map(Some)
         .collect();
-    let ids: Vec<String> = (0..n).map(|i| format!("doc-{i}")).collect();
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
     let batches: Vec<_> = ids
         .chunks(5_000)
         .zip(vectors.chunks(5_000))
@@ -27,9 +31,18 @@ fn corpus(path: &Path, n: usize, seed: u64) {
 }
 
 fn start_build(input: &Path, out: &Path) -> Child {
+    start_index(&[], input, out)
+}
+
+fn start_append(input: &Path, out: &Path) -> Child {
+    start_index(&["--append"], input, out)
+}
+
+fn start_index(extra: &[&str], input: &Path, out: &Path) -> Child {
     sieve()
+        .arg("index")
+        .args(extra)
         .args([
-            "index",
             input.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
@@ -114,4 +127,59 @@ fn killed_builds_never_leave_a_broken_index() {
             return;
         }
     }
+}
+
+#[test]
+fn killed_appends_leave_the_previous_generation_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small.parquet");
+    let big = dir.path().join("big.parquet");
+    corpus(&small, 300, 2);
+    corpus_with_ids(&big, 40_000, 3, "new");
+    let out = dir.path().join("idx");
+    assert!(start_build(&small, &out).wait().unwrap().success());
+    let before = std::fs::read(out.join("manifest.json")).unwrap();
+    let probe = clustered_unit_vectors(300, 384, 50, 2);
+    let answers = |index: &SieveIndex| -> Vec<u32> {
+        probe
+            .iter()
+            .step_by(30)
+            .map(|v| index.dense.search(v, 1).unwrap().candidates[0].doc)
+            .collect()
+    };
+    let expected = answers(&SieveIndex::open(&out).unwrap());
+
+    for millis in [200, 700, 1_500, 2_500, 4_000] {
+        let killed = kill_after(start_append(&big, &out), Duration::from_millis(millis));
+        let index = SieveIndex::open(&out).expect("the index still opens");
+        if !killed {
+            // Finished before the kill: then it is the complete next generation.
+            assert_eq!(index.len(), 40_300);
+            assert_eq!(index.manifest.generation(), 2);
+            return;
+        }
+        assert_eq!(
+            index.len(),
+            300,
+            "killed after {millis} ms: previous generation kept"
+        );
+        assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), before);
+        assert_eq!(answers(&index), expected, "killed after {millis} ms");
+    }
+    // A complete append afterwards cleans up what the killed ones left.
+    assert!(start_append(&big, &out).wait().unwrap().success());
+    let index = SieveIndex::open(&out).unwrap();
+    assert_eq!(index.len(), 40_300);
+    // Old documents keep their ordinals and vectors (exact search: HNSW over 40,300 may miss).
+    let exact: Vec<u32> = probe
+        .iter()
+        .step_by(30)
+        .map(|v| index.dense.exact_search(v, 1).unwrap().candidates[0].doc)
+        .collect();
+    assert_eq!(exact, expected, "old documents keep their answers");
+    assert!(
+        staging_dirs(dir.path()).is_empty(),
+        "{:?}",
+        staging_dirs(dir.path())
+    );
 }

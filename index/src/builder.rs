@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
 use sieve_embed::{BiEncoder, EmbedderConfig, StateCodec};
 
 use crate::bm25::{AnalyzerConfig, Bm25Writer, TANTIVY_BM25};
@@ -13,8 +12,9 @@ use crate::dense::{self, HnswParams};
 use crate::docstore::{DocStoreWriter, StoredDoc};
 use crate::ingest::{self, ColumnMapping};
 use crate::manifest::{
-    BuildInfo, Counts, DenseInfo, MANIFEST_FILE, Manifest, ModelInfo, Models, Source, SourceFile,
+    BuildInfo, Counts, DenseInfo, Generation, Manifest, ModelInfo, Models, Source, SourceFile,
 };
+use crate::staging::{Staging, absolute, check_output, dir_size, sha256_file};
 use crate::states::{RerankStatesInfo, StateStoreWriter};
 use crate::{FORMAT_VERSION, IndexError};
 
@@ -98,6 +98,11 @@ impl IndexBuilder {
         Self { options }
     }
 
+    /// The options this builder builds (and updates) with.
+    pub fn options(&self) -> &BuildOptions {
+        &self.options
+    }
+
     /// Reads `inputs` (files or directories of `*.parquet`), builds the index in a hidden
     /// temporary directory beside `out`, then moves it to `out`, replacing an older index there.
     /// `out` must not exist, be empty, or be a sieve index (anything else is refused).
@@ -131,26 +136,7 @@ impl IndexBuilder {
         let total_rows = ingest::count_rows(files)?;
 
         // The embedder is loaded first: a bad model fails before any real work.
-        let encoder = Arc::new(BiEncoder::open(
-            &opts.embedder_model,
-            opts.embedder.clone(),
-        )?);
-        let codec = match &opts.rerank_codec {
-            Some(path) => {
-                let codec = StateCodec::open(path)?;
-                if codec.dim() != encoder.dim() {
-                    return Err(IndexError::InvalidSetting(format!(
-                        "state codec {} is for {}-d states, but the embedder {} gives {}-d ones",
-                        path.display(),
-                        codec.dim(),
-                        opts.embedder_model.display(),
-                        encoder.dim()
-                    )));
-                }
-                Some(codec)
-            }
-            None => None,
-        };
+        let (encoder, codec) = open_models(opts)?;
 
         // Phase 1: read Parquet, check ids, fill the doc store and BM25.
         let phase = Instant::now();
@@ -241,60 +227,24 @@ impl IndexBuilder {
             );
             (vectors, from)
         } else {
-            let phase = Instant::now();
-            progress.start("embed", embed_inputs.len() as u64);
-            let mut vectors = Vec::with_capacity(embed_inputs.len());
-            // Chunks bound the tokenizer's memory; inside a chunk texts are length-sorted.
-            // With rerank states the same pass keeps every token's state (smaller chunks: the
-            // states are held until compressed).
-            if codec.is_none() {
-                for chunk in embed_inputs.chunks(4096) {
-                    let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-                    vectors.extend(
-                        encoder.embed_with_progress(&refs, &mut |n| progress.advance(n as u64))?,
-                    );
-                }
-            }
-            progress.finish();
-            phases.push(("embed".to_string(), phase.elapsed().as_secs_f64()));
-            (vectors, "embedder".to_string())
+            (Vec::new(), "embedder".to_string())
         };
         let mut vectors = vectors;
-        let rerank_states = match &codec {
-            Some(codec) => {
-                let phase = Instant::now();
-                let label = if vectors.is_empty() {
-                    "embed + rerank states"
-                } else {
-                    "rerank states"
-                };
-                progress.start(label, embed_inputs.len() as u64);
-                let keep_vectors = vectors.is_empty();
-                let mut writer = StateStoreWriter::create(dir)?;
-                for chunk in embed_inputs.chunks(256) {
-                    let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-                    for states in encoder
-                        .embed_token_states(&refs, None, &mut |n| progress.advance(n as u64))?
-                    {
-                        writer.append(&codec.encode(&states)?)?;
-                        if keep_vectors {
-                            vectors.push(states.vector);
-                        }
-                    }
-                }
-                let (_, tokens, bytes) = writer.finish()?;
-                progress.finish();
-                phases.push((label.to_string(), phase.elapsed().as_secs_f64()));
-                Some(RerankStatesInfo {
-                    codec: absolute(codec.path()),
-                    codec_sha256: codec.id().to_string(),
-                    rank: codec.rank(),
-                    tokens,
-                    bytes,
-                    bytes_per_token: codec.rank() + 4,
-                })
-            }
+        let mut states = match &codec {
+            Some(_) => Some(StateStoreWriter::create(dir)?),
             None => None,
+        };
+        embed_phase(
+            &encoder,
+            codec.as_ref().zip(states.as_mut()),
+            &embed_inputs,
+            &mut vectors,
+            progress,
+            &mut phases,
+        )?;
+        let rerank_states = match (&codec, states) {
+            (Some(codec), Some(writer)) => Some(finish_states(codec, writer)?),
+            _ => None,
         };
         drop(embed_inputs);
 
@@ -351,172 +301,121 @@ impl IndexBuilder {
                 threads: opts.threads,
             },
             rerank_states,
+            history: Vec::new(),
         };
+        let mut manifest = manifest;
+        manifest.history.push(Generation {
+            generation: 1,
+            kind: "build".into(),
+            finished_unix: manifest.build.finished_unix,
+            seconds: manifest.build.seconds,
+            documents,
+            added: documents,
+            replaced: 0,
+            deleted: 0,
+            inputs: files.iter().map(|f| absolute(f)).collect(),
+        });
         manifest.save(dir)?;
         Ok(manifest)
     }
 }
 
-fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-fn sha256_file(path: &Path) -> Result<String, IndexError> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(IndexError::io(path))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf).map_err(IndexError::io(path))?;
-        if n == 0 {
-            break;
+/// Opens the bi-encoder and, when the options ask for rerank states, the state codec, checking
+/// that the two fit each other.
+pub(crate) fn open_models(
+    opts: &BuildOptions,
+) -> Result<(Arc<BiEncoder>, Option<StateCodec>), IndexError> {
+    let encoder = Arc::new(BiEncoder::open(
+        &opts.embedder_model,
+        opts.embedder.clone(),
+    )?);
+    let codec = match &opts.rerank_codec {
+        Some(path) => {
+            let codec = StateCodec::open(path)?;
+            if codec.dim() != encoder.dim() {
+                return Err(IndexError::InvalidSetting(format!(
+                    "state codec {} is for {}-d states, but the embedder {} gives {}-d ones",
+                    path.display(),
+                    codec.dim(),
+                    opts.embedder_model.display(),
+                    encoder.dim()
+                )));
+            }
+            Some(codec)
         }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+        None => None,
+    };
+    Ok((encoder, codec))
 }
 
-fn dir_size(dir: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            total += if path.is_dir() {
-                dir_size(&path)
-            } else {
-                entry.metadata().map(|m| m.len()).unwrap_or(0)
-            };
-        }
-    }
-    total
-}
-
-/// Refuses to replace anything that is not a sieve index or an empty directory.
-fn check_output(out: &Path) -> Result<(), IndexError> {
-    if !out.exists() {
+/// The embedding phase of a build or an update: embeds `texts` in order, appending to `vectors`
+/// unless they came from a column (`vectors` already holds one per text), and with a codec
+/// compresses every text's token states into the store in the same pass.
+pub(crate) fn embed_phase(
+    encoder: &BiEncoder,
+    states: Option<(&StateCodec, &mut StateStoreWriter)>,
+    texts: &[String],
+    vectors: &mut Vec<Vec<f32>>,
+    progress: &dyn Progress,
+    phases: &mut Vec<(String, f64)>,
+) -> Result<(), IndexError> {
+    if texts.is_empty() {
         return Ok(());
     }
-    if out.is_dir() {
-        if out.join(MANIFEST_FILE).is_file() {
-            return Ok(());
-        }
-        let empty = std::fs::read_dir(out)
-            .map_err(IndexError::io(out))?
-            .next()
-            .is_none();
-        if empty {
-            return Ok(());
-        }
-    }
-    Err(IndexError::OutputNotAnIndex(out.to_path_buf()))
-}
-
-/// A hidden directory beside the output that becomes the output on [`commit`](Self::commit) and
-/// is removed if dropped before that (an error, a panic). A killed process leaves it behind;
-/// the next build for the same output removes such leftovers.
-struct Staging {
-    path: Option<PathBuf>,
-}
-
-const STAGING_MARK: &str = ".sieve-tmp-";
-const RETIRED_MARK: &str = ".sieve-old-";
-
-fn sibling(out: &Path, mark: &str) -> Result<PathBuf, IndexError> {
-    let name = out
-        .file_name()
-        .ok_or_else(|| IndexError::InvalidSetting(format!("bad output path {}", out.display())))?;
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok(parent.join(format!(
-        ".{}{mark}{}",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
-}
-
-/// Removes staging/retired siblings of `out` left by builds whose process no longer runs.
-fn remove_leftovers(out: &Path) {
-    let (Some(name), Some(parent)) = (out.file_name(), out.parent()) else {
-        return;
-    };
-    let parent = if parent.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        parent
-    };
-    let prefix = format!(".{}", name.to_string_lossy());
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = file_name.strip_prefix(&prefix) else {
-            continue;
-        };
-        let pid = rest
-            .strip_prefix(STAGING_MARK)
-            .or_else(|| rest.strip_prefix(RETIRED_MARK));
-        if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok())
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-impl Staging {
-    fn create(out: &Path) -> Result<Self, IndexError> {
-        remove_leftovers(out);
-        let path = sibling(out, STAGING_MARK)?;
-        if path.exists() {
-            std::fs::remove_dir_all(&path).map_err(IndexError::io(&path))?;
-        }
-        std::fs::create_dir_all(&path).map_err(IndexError::io(&path))?;
-        Ok(Self { path: Some(path) })
-    }
-
-    fn path(&self) -> &Path {
-        self.path.as_deref().unwrap_or(Path::new("."))
-    }
-
-    /// Moves the finished index to `out`. An older index there is first renamed aside and
-    /// deleted after the move, so at every instant `out` is the old index, absent, or the new one.
-    fn commit(mut self, out: &Path) -> Result<(), IndexError> {
-        let Some(staging) = self.path.take() else {
-            return Ok(());
-        };
-        let retired = if out.exists() {
-            let retired = sibling(out, RETIRED_MARK)?;
-            std::fs::rename(out, &retired).map_err(IndexError::io(out))?;
-            Some(retired)
-        } else {
-            None
-        };
-        if let Err(e) = std::fs::rename(&staging, out) {
-            // Put the old index back rather than leave nothing.
-            if let Some(retired) = &retired {
-                let _ = std::fs::rename(retired, out);
+    let phase = Instant::now();
+    let keep_vectors = vectors.len() < texts.len();
+    match states {
+        None => {
+            progress.start("embed", texts.len() as u64);
+            // Chunks bound the tokenizer's memory; inside a chunk texts are length-sorted.
+            for chunk in texts.chunks(4096) {
+                let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                vectors.extend(
+                    encoder.embed_with_progress(&refs, &mut |n| progress.advance(n as u64))?,
+                );
             }
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(IndexError::io(out)(e));
+            progress.finish();
+            phases.push(("embed".to_string(), phase.elapsed().as_secs_f64()));
         }
-        if let Some(retired) = retired {
-            let _ = std::fs::remove_dir_all(retired);
+        Some((codec, writer)) => {
+            // The same pass keeps every token's state (smaller chunks: the states are held
+            // until compressed).
+            let label = if keep_vectors {
+                "embed + rerank states"
+            } else {
+                "rerank states"
+            };
+            progress.start(label, texts.len() as u64);
+            for chunk in texts.chunks(256) {
+                let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                for states in
+                    encoder.embed_token_states(&refs, None, &mut |n| progress.advance(n as u64))?
+                {
+                    writer.append(&codec.encode(&states)?)?;
+                    if keep_vectors {
+                        vectors.push(states.vector);
+                    }
+                }
+            }
+            progress.finish();
+            phases.push((label.to_string(), phase.elapsed().as_secs_f64()));
         }
-        Ok(())
     }
+    Ok(())
 }
 
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            let _ = std::fs::remove_dir_all(path);
-        }
-    }
+/// Closes a state store and describes it for the manifest.
+pub(crate) fn finish_states(
+    codec: &StateCodec,
+    writer: StateStoreWriter,
+) -> Result<RerankStatesInfo, IndexError> {
+    let (_, tokens, bytes) = writer.finish()?;
+    Ok(RerankStatesInfo {
+        codec: absolute(codec.path()),
+        codec_sha256: codec.id().to_string(),
+        rank: codec.rank(),
+        tokens,
+        bytes,
+        bytes_per_token: codec.rank() + 4,
+    })
 }

@@ -70,6 +70,32 @@ pub enum IndexError {
         /// 0-based row of the first occurrence.
         first_row: u64,
     },
+    /// An appended document's id is already in the index and replacing was not asked for.
+    #[error(
+        "{file}: row {row}, column `{column}`: id `{id}` is already in the index (replace it with --on-duplicate replace, or delete it first)"
+    )]
+    AlreadyIndexed {
+        /// The appended file.
+        file: PathBuf,
+        /// 0-based row in it.
+        row: u64,
+        /// The id column.
+        column: String,
+        /// The id.
+        id: String,
+    },
+    /// The index changed on disk while an update was being written.
+    #[error(
+        "{path}: another writer published generation {found} while this update was built on generation {expected}; nothing was changed, run the update again"
+    )]
+    ConcurrentUpdate {
+        /// The index.
+        path: PathBuf,
+        /// The generation the update started from.
+        expected: u64,
+        /// The generation found at commit time.
+        found: u64,
+    },
     /// The inputs hold no rows at all.
     #[error("no documents found in the inputs ({0})")]
     Empty(String),

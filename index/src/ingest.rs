@@ -208,20 +208,7 @@ impl<'m> ColumnRoles<'m> {
         schema: &Schema,
         mapping: &'m ColumnMapping,
     ) -> Result<Self, IndexError> {
-        let find = |name: &str| {
-            schema
-                .index_of(name)
-                .map_err(|_| IndexError::MissingColumn {
-                    file: file.to_path_buf(),
-                    column: name.to_string(),
-                    available: schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })
-        };
+        let find = |name: &str| find_column(file, schema, name);
         let wrong = |name: &str, dt: &DataType, expected: &'static str| IndexError::WrongType {
             file: file.to_path_buf(),
             column: name.to_string(),
@@ -451,6 +438,65 @@ fn vector_value(array: &ArrayRef, row: usize) -> Result<Vec<f32>, String> {
         return Err("vector contains NaN or infinite values".into());
     }
     Ok(v)
+}
+
+/// The position of column `name` in a file's schema; the error lists the columns there are.
+fn find_column(file: &Path, schema: &Schema, name: &str) -> Result<usize, IndexError> {
+    schema
+        .index_of(name)
+        .map_err(|_| IndexError::MissingColumn {
+            file: file.to_path_buf(),
+            column: name.to_string(),
+            available: schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// Reads one id column of a Parquet file (string or integer, or a dictionary of them), in row
+/// order; null cells are refused with their row.
+pub fn read_id_column(file: &Path, column: &str) -> Result<Vec<String>, IndexError> {
+    let builder = open_builder(file)?;
+    let schema = builder.schema().clone();
+    let index = find_column(file, &schema, column)?;
+    let dt = schema.field(index).data_type();
+    if !is_string(dt) && !is_integer(dt) {
+        return Err(IndexError::WrongType {
+            file: file.to_path_buf(),
+            column: column.to_string(),
+            found: dt.to_string(),
+            expected: "a string or integer column",
+        });
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| IndexError::Parquet {
+            file: file.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let mut ids = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| IndexError::Parquet {
+            file: file.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let cells = TextColumn::new(batch.column(0));
+        for row in 0..batch.num_rows() {
+            let id = cells.get(row).ok_or_else(|| IndexError::BadValue {
+                file: file.to_path_buf(),
+                row: ids.len() as u64,
+                column: column.to_string(),
+                message: "id is null".into(),
+            })?;
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }
 
 /// The top-level column names of a Parquet file (read from its footer).

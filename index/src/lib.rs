@@ -14,23 +14,31 @@
 //! in). [`IndexBuilder`] writes everything into a hidden temporary directory beside the target and
 //! renames it into place only when complete, so a killed build leaves the previous index (or none),
 //! never a broken one. [`SieveIndex`] opens a finished index.
+//!
+//! [`IndexBuilder::update`] appends, replaces and deletes documents without a rebuild: it writes
+//! the next generation the same atomic way, reusing the stored embeddings and rerank states of
+//! every document it keeps, so only new documents are embedded.
 
 pub mod bm25;
 mod builder;
 pub mod dense;
 pub mod docstore;
 mod error;
+pub mod ids;
 pub mod ingest;
 pub mod jsonl;
 pub mod manifest;
 mod reader;
+mod staging;
 pub mod states;
+mod update;
 
 pub use builder::{BuildOptions, BuildReport, IndexBuilder, NoProgress, Progress};
 pub use error::IndexError;
 pub use ingest::ColumnMapping;
-pub use manifest::Manifest;
+pub use manifest::{Generation, Manifest};
 pub use reader::SieveIndex;
+pub use update::{OnDuplicate, Update, UpdateReport};
 
 /// The on-disk format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;

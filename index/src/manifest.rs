@@ -36,6 +36,33 @@ pub struct Manifest {
     /// The rerank state store, when the index has one (`sieve index --rerank-states`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerank_states: Option<crate::states::RerankStatesInfo>,
+    /// Every generation the index went through, oldest first: the build, then each update
+    /// (`sieve index --append`, `sieve delete`). Empty in indexes written before updates existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Generation>,
+}
+
+/// One published state of an index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// 1 for the build, then one more per update.
+    pub generation: u64,
+    /// `build`, `append` or `delete`.
+    pub kind: String,
+    /// When it was published, seconds since the Unix epoch.
+    pub finished_unix: u64,
+    /// Wall time it took, seconds.
+    pub seconds: f64,
+    /// Documents in the index after it.
+    pub documents: usize,
+    /// Documents it added (new ids).
+    pub added: usize,
+    /// Documents it replaced (ids already present, new content).
+    pub replaced: usize,
+    /// Documents it removed.
+    pub deleted: usize,
+    /// The Parquet files it read (absolute paths), if any.
+    pub inputs: Vec<PathBuf>,
 }
 
 /// Document and vector counts.
@@ -110,6 +137,11 @@ pub struct BuildInfo {
 }
 
 impl Manifest {
+    /// The generation this manifest describes (1 for an index that was only built).
+    pub fn generation(&self) -> u64 {
+        self.history.last().map(|g| g.generation).unwrap_or(1)
+    }
+
     /// Reads and checks the manifest of the index in `dir`.
     pub fn load(dir: &Path) -> Result<Self, IndexError> {
         let path = dir.join(MANIFEST_FILE);

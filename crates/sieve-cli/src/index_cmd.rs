@@ -7,19 +7,29 @@ use clap::Args;
 use sieve_index::bm25::AnalyzerConfig;
 use sieve_index::dense::HnswParams;
 use sieve_index::ingest::{self, ColumnMapping};
-use sieve_index::{BuildOptions, IndexBuilder};
+use sieve_index::{BuildOptions, IndexBuilder, OnDuplicate, UpdateReport};
 
 use crate::progress::Bars;
 
 /// Arguments of `sieve index`.
 #[derive(Args)]
 pub struct IndexArgs {
-    /// Parquet files, or directories of *.parquet files.
+    /// Parquet files, or directories of *.parquet files (read recursively: partitioned datasets).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
-    /// Index directory to create (an existing sieve index there is replaced atomically).
-    #[arg(long, short)]
+    /// Index directory to create (an existing sieve index there is replaced atomically); with
+    /// --append, the index to add to.
+    #[arg(long, short, visible_alias = "into")]
     out: PathBuf,
+    /// Add the inputs' documents to the existing index at --out/--into instead of building it
+    /// anew: a new generation is published atomically, and only the new documents are embedded.
+    /// The index keeps its own model, analyzer, HNSW and state settings.
+    #[arg(long)]
+    append: bool,
+    /// With --append, what an id that is already indexed does: `error` (nothing changes) or
+    /// `replace` (the new document replaces the old one).
+    #[arg(long, default_value = "error", requires = "append", value_parser = ["error", "replace"])]
+    on_duplicate: String,
     /// Column holding unique document ids (string or integer).
     #[arg(long, default_value = "id")]
     id_col: String,
@@ -114,6 +124,17 @@ pub fn run(args: IndexArgs) -> Result<()> {
     }
 
     let bars = Bars::new(args.json);
+    if args.append {
+        let on_duplicate = if args.on_duplicate == "replace" {
+            OnDuplicate::Replace
+        } else {
+            OnDuplicate::Error
+        };
+        let report = IndexBuilder::new(options)
+            .append(&args.out, &files, on_duplicate, &bars)
+            .with_context(|| format!("appending to {} failed", args.out.display()))?;
+        return print_update(&report, args.json);
+    }
     let report = IndexBuilder::new(options)
         .build(&files, &args.out, &bars)
         .with_context(|| format!("indexing into {} failed", args.out.display()))?;
@@ -132,13 +153,77 @@ pub fn run(args: IndexArgs) -> Result<()> {
             m.counts.documents as f64 / secs,
             report.bytes as f64 / 1e6
         );
-        let phases: Vec<String> = m
-            .build
-            .phases
-            .iter()
-            .map(|(name, s)| format!("{name} {s:.1} s"))
-            .collect();
-        println!("phases: {}", phases.join(", "));
+        print_phases(&m.build.phases);
     }
     Ok(())
+}
+
+/// Prints what an update (`sieve index --append`, `sieve delete`) did.
+pub fn print_update(report: &UpdateReport, json: bool) -> Result<()> {
+    let m = &report.manifest;
+    if json {
+        let value = serde_json::json!({
+            "index": report.path,
+            "published": report.published,
+            "generation": m.generation(),
+            "documents": m.counts.documents,
+            "added": report.added,
+            "replaced": report.replaced,
+            "deleted": report.deleted,
+            "not_found": report.not_found,
+            "seconds": if report.published { m.build.seconds } else { 0.0 },
+            "phases": if report.published { m.build.phases.clone() } else { Vec::new() },
+            "index_bytes": report.bytes,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    if !report.published {
+        println!(
+            "nothing to change in {} (generation {}, {} documents)",
+            report.path.display(),
+            m.generation(),
+            m.counts.documents
+        );
+    } else {
+        println!(
+            "{}: generation {} published in {:.1} s: {} added, {} replaced, {} deleted; {} documents, {:.1} MB on disk",
+            report.path.display(),
+            m.generation(),
+            m.build.seconds,
+            report.added,
+            report.replaced,
+            report.deleted,
+            m.counts.documents,
+            report.bytes as f64 / 1e6
+        );
+        print_phases(&m.build.phases);
+    }
+    if !report.not_found.is_empty() {
+        let shown: Vec<&str> = report
+            .not_found
+            .iter()
+            .take(5)
+            .map(String::as_str)
+            .collect();
+        println!(
+            "{} ids were not in the index: {}{}",
+            report.not_found.len(),
+            shown.join(", "),
+            if report.not_found.len() > 5 {
+                ", ..."
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+fn print_phases(phases: &[(String, f64)]) {
+    let phases: Vec<String> = phases
+        .iter()
+        .map(|(name, s)| format!("{name} {s:.1} s"))
+        .collect();
+    println!("phases: {}", phases.join(", "));
 }

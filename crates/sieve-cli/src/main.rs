@@ -3,6 +3,7 @@
 mod budget_summary;
 mod calibrate_cmd;
 mod dataset_eval;
+mod delete_cmd;
 mod eval_cmd;
 mod index_cmd;
 mod paths;
@@ -25,8 +26,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build an index (BM25 + dense HNSW + document store) from Parquet files.
+    /// Build an index (BM25 + dense HNSW + document store) from Parquet files, or add to one
+    /// (--append).
     Index(index_cmd::IndexArgs),
+    /// Delete documents from an index by id (a new generation, published atomically).
+    Delete(delete_cmd::DeleteArgs),
     /// Search an index (optionally reranking the fused top with a cross-encoder).
     Search(search_cmd::SearchArgs),
     /// Rerank given candidates (JSON lines) with a cross-encoder, without an index.
@@ -43,6 +47,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Index(args) => index_cmd::run(args),
+        Command::Delete(args) => delete_cmd::run(args),
         Command::Search(args) => search_cmd::run(args),
         Command::Rerank(args) => rerank_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
