@@ -332,3 +332,31 @@ def test_search_route_matches_the_cli(index_server, sample_index):
 def test_search_without_an_index_says_so(server):
     r = post(server, "/search", {"query": QUERY})
     assert r.status_code == 404 and "--index" in r.json()["error"]
+
+
+def test_search_follows_appends_and_deletes_without_a_restart(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    corpus = pq.read_table(REPO / "examples/sample/corpus.parquet").slice(0, 20)
+    base, extra = tmp_path / "base.parquet", tmp_path / "extra.parquet"
+    pq.write_table(corpus, base)
+    pq.write_table(pa.table({"id": ["new-1"], "title": ["Okapi grazing"],
+                             "text": ["The okapi browses leaves in the Ituri rainforest."]}), extra)
+    idx = tmp_path / "idx"
+    sieve = lambda *a: subprocess.run([str(sieve_binary()), *a], cwd=REPO, check=True,
+                                      capture_output=True, text=True)
+    sieve("index", str(base), "--out", str(idx))
+    s = Server("--index", str(idx))
+    try:
+        body = {"query": "okapi ituri", "k": 3, "mode": "bm25"}
+        assert post(s, "/search", body).json()["hits"] == []
+        sieve("index", "--append", str(extra), "--into", str(idx))
+        time.sleep(1.5)  # the worker checks the manifest at most once a second
+        hits = post(s, "/search", body).json()["hits"]
+        assert [h["id"] for h in hits] == ["new-1"]
+        sieve("delete", str(idx), "--id", "new-1")
+        time.sleep(1.5)
+        assert post(s, "/search", body).json()["hits"] == []
+        assert s.metric("sieve_index_reloads_total") == 2
+    finally:
+        s.stop()

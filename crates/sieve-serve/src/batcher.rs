@@ -86,6 +86,8 @@ pub struct Batcher {
 struct Worker {
     reranker: Arc<dyn Reranker>,
     engine: Option<Arc<Sieve>>,
+    /// When the index on disk was last checked for a newer generation.
+    engine_checked: Instant,
     metrics: Arc<Metrics>,
     cache: StateCache,
     batch_wait: Duration,
@@ -105,6 +107,7 @@ impl Batcher {
         let worker = Worker {
             reranker,
             engine,
+            engine_checked: Instant::now(),
             metrics: metrics.clone(),
             cache: StateCache::new(config.state_cache_bytes),
             batch_wait: config.batch_wait,
@@ -207,6 +210,7 @@ impl Worker {
             };
             let (job, arrived) = match first {
                 Work::Search(job, arrived) => {
+                    self.follow_index_updates();
                     self.search(job, arrived);
                     continue;
                 }
@@ -445,6 +449,32 @@ impl Worker {
         }
         self.metrics.record_stage("states", seconds_since(started));
         Ok(states)
+    }
+
+    /// Picks up a generation of the index published since it was opened (appends, deletes),
+    /// checking the manifest at most once a second; on an error the current one stays.
+    fn follow_index_updates(&mut self) {
+        if self.engine_checked.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.engine_checked = Instant::now();
+        let Some(engine) = &self.engine else {
+            return;
+        };
+        match engine.reopen_if_updated() {
+            Ok(Some(next)) => {
+                eprintln!(
+                    "sieve serve: index {} now at generation {} ({} documents)",
+                    next.index().path().display(),
+                    next.index().manifest.generation(),
+                    next.index().len()
+                );
+                self.engine = Some(Arc::new(next));
+                self.metrics.index_reloads.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(None) => {}
+            Err(error) => eprintln!("sieve serve: keeping the loaded index: {error}"),
+        }
     }
 
     fn search(&self, job: SearchJob, arrived: Instant) {

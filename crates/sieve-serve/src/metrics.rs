@@ -90,6 +90,8 @@ pub struct Metrics {
     pub timed_out: AtomicU64,
     /// Requests refused because the queue was full.
     pub rejected_overload: AtomicU64,
+    /// Newer index generations picked up without a restart.
+    pub index_reloads: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -108,6 +110,7 @@ impl Default for Metrics {
             cancelled: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
             rejected_overload: AtomicU64::new(0),
+            index_reloads: AtomicU64::new(0),
         }
     }
 }
@@ -224,6 +227,11 @@ impl Metrics {
                 "sieve_state_cache_misses_total",
                 "Documents whose states the towers computed.",
                 &self.state_cache_misses,
+            ),
+            (
+                "sieve_index_reloads_total",
+                "Newer index generations (appends, deletes) picked up without a restart.",
+                &self.index_reloads,
             ),
             (
                 "sieve_cancelled_total",

@@ -451,6 +451,34 @@ impl Sieve {
         })
     }
 
+    /// The index's current generation when another writer published a newer one since this
+    /// engine opened it (`sieve index --append`, `sieve delete`, [`sieve_index::IndexBuilder::update`]),
+    /// sharing this engine's query embedder and reranker; `None` when it is unchanged. This
+    /// engine keeps answering from its own generation, so a server swaps engines between
+    /// requests and never stops answering.
+    pub fn reopen_if_updated(&self) -> Result<Option<Self>, SieveError> {
+        let current = &self.index.manifest;
+        let on_disk = sieve_index::Manifest::load(self.index.path())?;
+        if on_disk.generation() == current.generation() && on_disk.build == current.build {
+            return Ok(None);
+        }
+        let index = Arc::new(SieveIndex::open(self.index.path())?);
+        if index.manifest.counts.vector_dim != current.counts.vector_dim
+            || index.manifest.models.embedder.sha256 != current.models.embedder.sha256
+        {
+            return Err(SieveError::InvalidRequest(format!(
+                "{} was rebuilt with another embedding model; open it anew",
+                self.index.path().display()
+            )));
+        }
+        Ok(Some(Self {
+            bm25: Bm25Retriever::new(index.clone()),
+            dense: DenseRetriever::new(index.clone(), self.dense.shared_encoder()),
+            index,
+            reranker: self.reranker.clone(),
+        }))
+    }
+
     /// Attaches the reranker used by requests that ask for the rerank stage.
     pub fn with_reranker(mut self, reranker: Arc<dyn Reranker>) -> Self {
         self.reranker = Some(reranker);

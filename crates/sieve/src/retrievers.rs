@@ -44,6 +44,11 @@ impl DenseRetriever {
         Self { index, encoder }
     }
 
+    /// The query encoder, shared.
+    pub fn shared_encoder(&self) -> Arc<BiEncoder> {
+        self.encoder.clone()
+    }
+
     /// The query encoder.
     pub fn encoder(&self) -> &BiEncoder {
         &self.encoder
