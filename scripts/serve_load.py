@@ -10,7 +10,9 @@ interleaved in one invocation so that configurations are compared side by side:
         --phase batched:--max-batch-requests=32 --phase single:--max-batch-requests=1 \
         --rounds 2 --seconds 60 --clients 16 --window 50 --out docs/eval/serve-batching.json
 
-`--overload X` adds, after the closed-loop phases, an open-loop phase at X times the first
+`--warmup` first sends every query once (4 clients, not measured) so that the server's document
+state cache holds the workload's documents, as it would after a while in production; the cold
+pass's time is reported. `--overload X` adds, after the closed-loop phases, an open-loop phase at X times the first
 phase's measured throughput against a server with a small queue: 429s expected, no crash, no
 other error. The JSON report and an SVG plot land beside --out.
 """
@@ -235,6 +237,8 @@ def main():
     ap.add_argument("--phase", action="append", required=True,
                     help="NAME:ARGS, ARGS = sieve serve options joined by commas")
     ap.add_argument("--overload", type=float, default=0.0)
+    ap.add_argument("--warmup", action="store_true",
+                    help="send every query once before measuring (fills the state cache)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     work = load_workload(args.dataset, args.run, args.window, args.max_queries)
@@ -245,8 +249,15 @@ def main():
             name, _, opts = spec.partition(":")
             server_args = [o for o in opts.split(",") if o]
             server = Served(args.sieve, server_args)
+            warmup = None
+            if args.warmup:
+                warm = closed_loop(server.url, work, 4, 3600, len(work), server.proc.pid)
+                warmup = {k: warm[k] for k in ("requests", "codes", "seconds", "throughput_rps",
+                                                 "p50_ms", "rss_mb_peak")}
+                print(f"  {name:>12} warm-up: {warmup}")
             result = closed_loop(server.url, work, args.clients, args.seconds, args.max_requests,
                                  server.proc.pid)
+            result["warmup"] = warmup
             result["server_exit_code"] = server.stop()
             phases.append({"name": name, "round": r + 1, "server_args": server_args, "result": result})
             print(f"  {name:>12} round {r + 1}: {result['throughput_rps']:.2f} req/s, p50 {result['p50_ms']} ms, "
