@@ -121,6 +121,10 @@ pub struct DenseInfo {
     pub similarity: String,
     /// HNSW parameters.
     pub hnsw: HnswParams,
+    /// Size and SHA-256 of the graph files, checked before they are loaded (absent in indexes
+    /// written before the check existed, which are loaded unchecked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub graph_files: Vec<crate::dense::FileDigest>,
 }
 
 /// Build statistics.

@@ -41,11 +41,12 @@ impl SieveIndex {
                 ),
             });
         }
-        let dense = DenseIndex::open(
+        let dense = DenseIndex::open_verified(
             dir,
             manifest.counts.vector_dim,
             documents,
             &manifest.dense.hnsw,
+            &manifest.dense.graph_files,
         )?;
         let states = match &manifest.rerank_states {
             Some(info) => Some(StateStore::open(dir, documents, info.clone())?),

@@ -299,7 +299,7 @@ impl IndexBuilder {
         // Phase 3: HNSW over every vector.
         let phase = Instant::now();
         progress.start("HNSW", vectors.len() as u64);
-        dense::build(dir, &vectors, &base.dense.hnsw, &mut |n| {
+        let graph_files = dense::build(dir, &vectors, &base.dense.hnsw, &mut |n| {
             progress.advance(n as u64)
         })?;
         progress.finish();
@@ -332,6 +332,7 @@ impl IndexBuilder {
             threads,
         };
         manifest.rerank_states = rerank_states;
+        manifest.dense.graph_files = graph_files;
         if manifest.history.is_empty() {
             manifest.history.push(Generation {
                 generation: 1,

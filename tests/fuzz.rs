@@ -1,0 +1,565 @@
+//! Fuzzing every reader sieve exposes to untrusted input, on stable Rust.
+//!
+//! Each target takes a real seed file (the sample corpus, its index, the bundled models' JSON and
+//! codec files, qrels and runs), mutates it with a deterministic generator (bit flips, random
+//! overwrites, truncation, insertion, deletion and duplication of byte ranges, and for text
+//! targets line shuffles and hostile strings: control characters, invalid UTF-8, huge numbers,
+//! megabyte lines) and feeds it to the reader. A case ends in one of: accepted, refused with an
+//! error (both fine), a panic (a *crash*: caught and counted) or more than [`HANG`] of wall
+//! time (a *hang*). The test fails on any crash or hang and prints, per target, the cases tried,
+//! outcomes and the slowest case.
+//!
+//! `FUZZ_CASES` sets the cases per target (default 40, what CI runs); `FUZZ_SEED` the seed;
+//! `FUZZ_REPORT=path.json` writes the table as JSON. `scripts/fuzz.sh N` runs it in release.
+
+mod common;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use sieve::{Mode, SearchRequest, Sieve};
+use sieve_index::SieveIndex;
+use sieve_index::ingest::{ColumnMapping, read_documents};
+
+/// A case slower than this counts as a hang.
+const HANG: Duration = Duration::from_secs(10);
+
+/// xorshift64*: deterministic, seedable, good enough to pick mutations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+}
+
+const HOSTILE: &[&str] = &[
+    "\u{0}",
+    "\u{1b}[31m",
+    "\u{feff}",
+    "\u{202e}",
+    "\"",
+    "\\",
+    "\t",
+    "\r\n",
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    "null",
+    "-1",
+    "1e999",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "NaN",
+    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+    "the of and a to in",
+    "Q0",
+    "\u{fffd}",
+];
+
+/// One mutation of `seed`, byte-level or (for text) line- and token-level.
+fn mutate(seed: &[u8], rng: &mut Rng, text: bool) -> Vec<u8> {
+    let mut data = seed.to_vec();
+    let rounds = 1 + rng.below(4);
+    for _ in 0..rounds {
+        let len = data.len().max(1);
+        match rng.below(if text { 10 } else { 7 }) {
+            0 => {
+                // Flip a few bits.
+                for _ in 0..1 + rng.below(8) {
+                    if !data.is_empty() {
+                        let i = rng.below(data.len());
+                        data[i] ^= 1 << rng.below(8);
+                    }
+                }
+            }
+            1 => {
+                // Overwrite a range with random bytes.
+                let at = rng.below(len);
+                for i in at..(at + 1 + rng.below(64)).min(data.len()) {
+                    data[i] = rng.next() as u8;
+                }
+            }
+            2 => {
+                let cut = rng.below(len);
+                data.truncate(cut);
+            }
+            3 => {
+                let at = rng.below(len).min(data.len());
+                let junk: Vec<u8> = (0..1 + rng.below(32)).map(|_| rng.next() as u8).collect();
+                data.splice(at..at, junk);
+            }
+            4 => {
+                let at = rng.below(len).min(data.len());
+                let end = (at + 1 + rng.below(256)).min(data.len());
+                data.drain(at..end);
+            }
+            5 => {
+                // Duplicate a range (repeated ids, repeated records).
+                let at = rng.below(len).min(data.len());
+                let end = (at + 1 + rng.below(512)).min(data.len());
+                let chunk = data[at..end].to_vec();
+                let to = rng.below(len).min(data.len());
+                data.splice(to..to, chunk);
+            }
+            6 => {
+                // Set a 4- or 8-byte field to an extreme (lengths, counts, offsets).
+                let width = if rng.below(2) == 0 { 4 } else { 8 };
+                if data.len() > width {
+                    let at = rng.below(data.len() - width);
+                    let value: u64 = [0, 1, u64::MAX, u64::MAX / 2, 0x7fff_ffff][rng.below(5)];
+                    data[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
+                }
+            }
+            7 => {
+                let s = HOSTILE[rng.below(HOSTILE.len())].as_bytes();
+                let at = rng.below(len).min(data.len());
+                data.splice(at..at, s.iter().copied());
+            }
+            8 => {
+                // Swap two lines.
+                let mut lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+                if lines.len() > 1 {
+                    let (a, b) = (rng.below(lines.len()), rng.below(lines.len()));
+                    lines.swap(a, b);
+                }
+                data = lines.join(&b'\n');
+            }
+            _ => {
+                // A very long line.
+                let at = rng.below(len).min(data.len());
+                let long = vec![b'a' + rng.below(26) as u8; 1 << (10 + rng.below(11))];
+                data.splice(at..at, long);
+            }
+        }
+    }
+    data
+}
+
+/// The outcome counts of one target.
+#[derive(Default)]
+struct Tally {
+    name: &'static str,
+    cases: usize,
+    accepted: usize,
+    refused: usize,
+    crashes: Vec<String>,
+    hangs: Vec<String>,
+    slowest: Duration,
+}
+
+impl Tally {
+    fn run(&mut self, label: String, case: impl FnOnce() -> Result<(), String>) {
+        self.cases += 1;
+        if std::env::var_os("FUZZ_VERBOSE").is_some() {
+            eprintln!("{label}");
+        }
+        let started = Instant::now();
+        let outcome = catch_unwind(AssertUnwindSafe(case));
+        let took = started.elapsed();
+        self.slowest = self.slowest.max(took);
+        if took > HANG {
+            self.hangs.push(format!("{label}: {took:.1?}"));
+        }
+        match outcome {
+            Ok(Ok(())) => self.accepted += 1,
+            Ok(Err(_)) => self.refused += 1,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                self.crashes.push(format!("{label}: {message}"));
+            }
+        }
+    }
+}
+
+fn cases() -> usize {
+    std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40)
+}
+
+fn seed() -> u64 {
+    std::env::var("FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed)
+}
+
+/// Runs `reader` on `cases()` mutations of `seed_file`, each written to a fresh file `name`.
+fn fuzz_file(
+    tally: &mut Tally,
+    seed_file: &Path,
+    name: &str,
+    text: bool,
+    dir: &Path,
+    rng: &mut Rng,
+    reader: &dyn Fn(&Path) -> Result<(), String>,
+) {
+    let original = std::fs::read(seed_file).expect("seed file");
+    for case in 0..cases() {
+        let bytes = mutate(&original, rng, text);
+        let path = dir.join(name);
+        std::fs::write(&path, &bytes).expect("write case");
+        tally.run(format!("{name} case {case}"), || reader(&path));
+    }
+}
+
+fn err<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.path().is_dir() {
+            out.extend(files_below(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    out
+}
+
+fn search_all_modes(engine: &Sieve, query: &str) -> Result<(), String> {
+    for mode in [Mode::Bm25, Mode::Dense, Mode::Hybrid] {
+        let mut request = SearchRequest::new(query);
+        request.mode = mode;
+        engine.search(&request).map_err(err)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn every_reader_survives_mutated_input() {
+    let root = repo_root();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let mut rng = Rng(seed() | 1);
+
+    // Parquet bytes: the sample corpus.
+    let mapping = ColumnMapping {
+        title: Some("title".into()),
+        ..ColumnMapping::default()
+    };
+    let mut tally = Tally {
+        name: "parquet",
+        ..Tally::default()
+    };
+    fuzz_file(
+        &mut tally,
+        &sample_corpus(),
+        "corpus.parquet",
+        false,
+        dir,
+        &mut rng,
+        &|path| {
+            read_documents(&[path.to_path_buf()], &mapping, 64, &mut |_, _| Ok(())).map_err(err)
+        },
+    );
+    let mut done = vec![tally];
+
+    // JSONL corpora (BEIR layout) -> Parquet.
+    let mut tally = Tally {
+        name: "corpus jsonl",
+        ..Tally::default()
+    };
+    let out = dir.join("converted.parquet");
+    fuzz_file(
+        &mut tally,
+        &root.join("examples/sample/sample.jsonl"),
+        "corpus.jsonl",
+        true,
+        dir,
+        &mut rng,
+        &|path| {
+            sieve_index::jsonl::beir_jsonl_to_parquet(path, &out)
+                .map(|_| ())
+                .map_err(err)
+        },
+    );
+    done.push(tally);
+
+    // Queries, qrels (BEIR tsv and TREC), runs (TREC).
+    let mut tally = Tally {
+        name: "queries jsonl",
+        ..Tally::default()
+    };
+    fuzz_file(
+        &mut tally,
+        &root.join("examples/sample/queries.jsonl"),
+        "queries.jsonl",
+        true,
+        dir,
+        &mut rng,
+        &|path| sieve_eval::load_beir_queries(path).map(|_| ()).map_err(err),
+    );
+    done.push(tally);
+    let mut tally = Tally {
+        name: "qrels tsv",
+        ..Tally::default()
+    };
+    fuzz_file(
+        &mut tally,
+        &root.join("examples/sample/qrels/test.tsv"),
+        "qrels.tsv",
+        true,
+        dir,
+        &mut rng,
+        &|path| sieve_eval::Qrels::load_beir(path).map(|_| ()).map_err(err),
+    );
+    done.push(tally);
+    let trec_run = dir.join("seed.trec");
+    let qrels_trec = dir.join("seed.qrels");
+    {
+        let mut run = String::new();
+        let mut qrels = String::new();
+        for q in 1..=6 {
+            for r in 1..=20 {
+                run.push_str(&format!(
+                    "q{q} Q0 doc-{r:03} {r} {} sieve\n",
+                    1.0 / r as f64
+                ));
+                if r % 4 == 0 {
+                    qrels.push_str(&format!("q{q} 0 doc-{r:03} {}\n", r % 3));
+                }
+            }
+        }
+        std::fs::write(&trec_run, run).unwrap();
+        std::fs::write(&qrels_trec, qrels).unwrap();
+    }
+    let mut tally = Tally {
+        name: "run trec",
+        ..Tally::default()
+    };
+    fuzz_file(
+        &mut tally,
+        &trec_run,
+        "run.trec",
+        true,
+        dir,
+        &mut rng,
+        &|path| sieve_eval::Run::load_trec(path).map(|_| ()).map_err(err),
+    );
+    done.push(tally);
+    let mut tally = Tally {
+        name: "qrels trec",
+        ..Tally::default()
+    };
+    fuzz_file(
+        &mut tally,
+        &qrels_trec,
+        "qrels.trec",
+        true,
+        dir,
+        &mut rng,
+        &|path| sieve_eval::Qrels::load_trec(path).map(|_| ()).map_err(err),
+    );
+    done.push(tally);
+
+    // Model files: late_joined.json, the state codec, tokenizer.json.
+    let lj = root.join("models/sieve-ce-minilm-l6-lj");
+    let mut tally = Tally {
+        name: "late_joined.json",
+        ..Tally::default()
+    };
+    fuzz_file(
+        &mut tally,
+        &lj.join("late_joined.json"),
+        "late_joined.json",
+        true,
+        dir,
+        &mut rng,
+        &|path| {
+            sieve_rerank_onnx::LateJoinedManifest::read(path)
+                .map(|_| ())
+                .map_err(err)
+        },
+    );
+    done.push(tally);
+    let mut tally = Tally {
+        name: "state_codec.bin",
+        ..Tally::default()
+    };
+    fuzz_file(
+        &mut tally,
+        &lj.join("state_codec.bin"),
+        "state_codec.bin",
+        false,
+        dir,
+        &mut rng,
+        &|path| sieve_embed::StateCodec::open(path).map(|_| ()).map_err(err),
+    );
+    done.push(tally);
+    let mut tally = Tally {
+        name: "tokenizer.json",
+        ..Tally::default()
+    };
+    fuzz_file(
+        &mut tally,
+        &embedder_model().join("tokenizer.json"),
+        "tokenizer.json",
+        true,
+        dir,
+        &mut rng,
+        &|path| {
+            let tokenizer = sieve_embed::load_tokenizer(path, 256).map_err(err)?;
+            tokenizer
+                .encode("how do statins lower cholesterol", true)
+                .map(|_| ())
+                .map_err(err)
+        },
+    );
+    done.push(tally);
+
+    // Truncated ONNX graphs (the bi-encoder), a few cases: each writes a prefix of 23 MB.
+    let mut tally = Tally {
+        name: "onnx truncated",
+        ..Tally::default()
+    };
+    {
+        let onnx = std::fs::read(embedder_model().join("onnx/model_int8.onnx")).unwrap();
+        let model = dir.join("model");
+        copy_dir(&embedder_model(), &model);
+        for case in 0..(cases() / 10).max(3) {
+            let mut bytes = onnx[..rng.below(onnx.len())].to_vec();
+            if case % 2 == 1 && !bytes.is_empty() {
+                let i = rng.below(bytes.len());
+                bytes[i] ^= 0x55;
+            }
+            std::fs::write(model.join("onnx/model_int8.onnx"), &bytes).unwrap();
+            tally.run(format!("onnx case {case}"), || {
+                sieve_embed::BiEncoder::open(&model, sieve_embed::EmbedderConfig::default())
+                    .map(|_| ())
+                    .map_err(err)
+            });
+        }
+    }
+    done.push(tally);
+
+    // Index directories: one file removed, truncated or bit-flipped, then opened and searched.
+    let index = sample_index();
+    let mut tally = Tally {
+        name: "index dir",
+        ..Tally::default()
+    };
+    let files: Vec<PathBuf> = files_below(index)
+        .into_iter()
+        .map(|f| f.strip_prefix(index).unwrap().to_path_buf())
+        .collect();
+    for case in 0..cases() {
+        let copy = dir.join(format!("idx-{case}"));
+        copy_dir(index, &copy);
+        let victim = copy.join(&files[rng.below(files.len())]);
+        let bytes = std::fs::read(&victim).unwrap();
+        match rng.below(3) {
+            0 => std::fs::remove_file(&victim).unwrap(),
+            1 => std::fs::write(&victim, &bytes[..rng.below(bytes.len().max(1))]).unwrap(),
+            _ => std::fs::write(&victim, mutate(&bytes, &mut rng, false)).unwrap(),
+        }
+        let label = format!(
+            "index case {case} ({})",
+            victim.strip_prefix(&copy).unwrap().display()
+        );
+        tally.run(label, || {
+            let engine = Sieve::open(&copy).map_err(err)?;
+            search_all_modes(&engine, "how do statins lower cholesterol")?;
+            let opened = SieveIndex::open(&copy).map_err(err)?;
+            for ordinal in 0..opened.len() as u32 {
+                opened.docs.get(ordinal).map_err(err)?;
+                if let Some(states) = &opened.states {
+                    states.get(ordinal).map_err(err)?;
+                }
+            }
+            Ok(())
+        });
+        let _ = std::fs::remove_dir_all(&copy);
+    }
+    done.push(tally);
+
+    // Query strings against the real sample index.
+    let engine = Sieve::open(index).unwrap();
+    let mut tally = Tally {
+        name: "query string",
+        ..Tally::default()
+    };
+    let seeds = std::fs::read_to_string(root.join("examples/sample/queries.jsonl")).unwrap();
+    for case in 0..cases() {
+        let base = seeds.lines().nth(case % 24).unwrap_or("q").as_bytes();
+        let query = match case % 5 {
+            0 => "the of and to a in is it".to_string(),
+            1 => "x".repeat(1 << 20),
+            _ => String::from_utf8_lossy(&mutate(base, &mut rng, true)).into_owned(),
+        };
+        tally.run(format!("query case {case} ({} bytes)", query.len()), || {
+            search_all_modes(&engine, &query)
+        });
+    }
+    done.push(tally);
+
+    // The table, and the JSON report when asked.
+    println!(
+        "{:<18} {:>6} {:>9} {:>8} {:>8} {:>6} {:>11}",
+        "target", "cases", "accepted", "refused", "crashes", "hangs", "slowest ms"
+    );
+    let mut rows = Vec::new();
+    for t in &done {
+        println!(
+            "{:<18} {:>6} {:>9} {:>8} {:>8} {:>6} {:>11.1}",
+            t.name,
+            t.cases,
+            t.accepted,
+            t.refused,
+            t.crashes.len(),
+            t.hangs.len(),
+            t.slowest.as_secs_f64() * 1e3
+        );
+        rows.push(serde_json::json!({
+            "target": t.name, "cases": t.cases, "accepted": t.accepted, "refused": t.refused,
+            "crashes": t.crashes, "hangs": t.hangs, "slowest_ms": t.slowest.as_secs_f64() * 1e3,
+        }));
+    }
+    if let Ok(path) = std::env::var("FUZZ_REPORT") {
+        let report = serde_json::json!({
+            "cases_per_target": cases(), "seed": seed(), "hang_threshold_s": HANG.as_secs(),
+            "targets": rows,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    }
+    let crashes: Vec<&String> = done.iter().flat_map(|t| &t.crashes).collect();
+    let hangs: Vec<&String> = done.iter().flat_map(|t| &t.hangs).collect();
+    assert!(crashes.is_empty(), "crashes: {crashes:#?}");
+    assert!(hangs.is_empty(), "hangs: {hangs:#?}");
+}
