@@ -251,7 +251,7 @@ impl IndexBuilder {
         // Phase 3: HNSW.
         let phase = Instant::now();
         progress.start("HNSW", vectors.len() as u64);
-        let graph_files = dense::build(dir, &vectors, &opts.hnsw, &mut |n| {
+        dense::build(dir, &vectors, &opts.hnsw, &mut |n| {
             progress.advance(n as u64)
         })?;
         progress.finish();
@@ -290,7 +290,6 @@ impl IndexBuilder {
                 vectors_from,
                 similarity: "cosine (dot product of L2-normalised vectors)".into(),
                 hnsw: opts.hnsw,
-                graph_files,
             },
             build: BuildInfo {
                 finished_unix: SystemTime::now()
@@ -302,6 +301,7 @@ impl IndexBuilder {
                 threads: opts.threads,
             },
             rerank_states,
+            checked_files: crate::integrity::checked_files(dir)?,
             history: Vec::new(),
         };
         let mut manifest = manifest;

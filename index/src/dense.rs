@@ -18,63 +18,10 @@ use crate::IndexError;
 pub const GRAPH_BASENAME: &str = "dense";
 /// The raw vector file.
 pub const VECTORS_FILE: &str = "vectors.f32";
-/// The files hnsw_rs writes, whose content is checked against the manifest before they are
-/// loaded: hnsw_rs's loader trusts its input (on corrupt data it may exit the process, panic or
-/// allocate what a length field says), so a corrupt file must never reach it.
+/// The files hnsw_rs writes. Its loader trusts them (on corrupt data it may exit the process,
+/// panic or allocate what a length field says), so indexes record their digests and
+/// [`crate::SieveIndex::open`] checks them first ([`crate::integrity`]).
 pub const GRAPH_FILES: [&str; 2] = ["dense.hnsw.graph", "dense.hnsw.data"];
-
-/// Size and SHA-256 of one index file, recorded in the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileDigest {
-    /// File name within the index directory.
-    pub file: String,
-    /// Its size in bytes.
-    pub bytes: u64,
-    /// Its SHA-256, hex.
-    pub sha256: String,
-}
-
-/// The digests of the graph files in `dir`.
-pub fn graph_digests(dir: &Path) -> Result<Vec<FileDigest>, IndexError> {
-    GRAPH_FILES
-        .iter()
-        .map(|name| {
-            let path = dir.join(name);
-            let bytes = std::fs::metadata(&path)
-                .map_err(IndexError::io(&path))?
-                .len();
-            Ok(FileDigest {
-                file: name.to_string(),
-                bytes,
-                sha256: crate::staging::sha256_file(&path)?,
-            })
-        })
-        .collect()
-}
-
-/// Checks the graph files in `dir` against `expected` (size first, then content).
-fn verify_graph_files(dir: &Path, expected: &[FileDigest]) -> Result<(), IndexError> {
-    for digest in expected {
-        let path = dir.join(&digest.file);
-        let corrupt = |what: String| IndexError::Dense {
-            path: path.clone(),
-            message: format!("{what}: the file is damaged; rebuild the index with `sieve index`"),
-        };
-        let bytes = std::fs::metadata(&path)
-            .map_err(IndexError::io(&path))?
-            .len();
-        if bytes != digest.bytes {
-            return Err(corrupt(format!(
-                "{bytes} bytes, the manifest recorded {}",
-                digest.bytes
-            )));
-        }
-        if crate::staging::sha256_file(&path)? != digest.sha256 {
-            return Err(corrupt("content differs from the manifest's sha256".into()));
-        }
-    }
-    Ok(())
-}
 
 /// HNSW construction and search parameters, recorded in the manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,14 +73,13 @@ impl HnswParams {
 type Graph<'a> = Hnsw<'a, f32, DistDot>;
 
 /// Builds the graph over `vectors` (row `i` is ordinal `i`), calling `progress(n)` as rows are
-/// inserted, and writes the graph and raw vectors into `dir`; returns the graph files' digests
-/// for the manifest.
+/// inserted, and writes the graph and raw vectors into `dir`.
 pub fn build(
     dir: &Path,
     vectors: &[Vec<f32>],
     params: &HnswParams,
     progress: &mut dyn FnMut(usize),
-) -> Result<Vec<FileDigest>, IndexError> {
+) -> Result<(), IndexError> {
     params.validate()?;
     let dense_err = |message: String| IndexError::Dense {
         path: dir.to_path_buf(),
@@ -164,8 +110,7 @@ pub fn build(
             "graph saved under unexpected name `{used}` (stale files in the directory?)"
         )));
     }
-    write_vectors(&dir.join(VECTORS_FILE), vectors)?;
-    graph_digests(dir)
+    write_vectors(&dir.join(VECTORS_FILE), vectors)
 }
 
 fn write_vectors(path: &Path, vectors: &[Vec<f32>]) -> Result<(), IndexError> {
@@ -218,27 +163,13 @@ pub struct DenseIndex {
 }
 
 impl DenseIndex {
-    /// Loads the graph from `dir` without checking its files (for graphs sieve did not build as
-    /// part of an index; [`open_verified`](Self::open_verified) is what indexes use).
+    /// Loads the graph from `dir`.
     pub fn open(
         dir: &Path,
         dim: usize,
         count: usize,
         params: &HnswParams,
     ) -> Result<Self, IndexError> {
-        Self::open_verified(dir, dim, count, params, &[])
-    }
-
-    /// Loads the graph from `dir` after checking its files against `digests` (size and
-    /// SHA-256), so that a damaged file is refused instead of reaching hnsw_rs's loader.
-    pub fn open_verified(
-        dir: &Path,
-        dim: usize,
-        count: usize,
-        params: &HnswParams,
-        digests: &[FileDigest],
-    ) -> Result<Self, IndexError> {
-        verify_graph_files(dir, digests)?;
         let loader = HnswIo::new(dir, GRAPH_BASENAME);
         let graph =
             LoadedGraph::try_new(loader, |io| io.load_hnsw_with_dist(DistDot {})).map_err(|e| {

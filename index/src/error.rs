@@ -96,6 +96,14 @@ pub enum IndexError {
         /// The generation found at commit time.
         found: u64,
     },
+    /// An index file is missing or its content is not what the build wrote.
+    #[error("{path}: damaged index file ({message}); rebuild the index with `sieve index`")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What differs.
+        message: String,
+    },
     /// The inputs hold no rows at all.
     #[error("no documents found in the inputs ({0})")]
     Empty(String),

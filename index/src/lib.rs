@@ -4,7 +4,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `manifest.json` | format version, counts, models (path + sha256), analyzer, HNSW parameters, build stats |
+//! | `manifest.json` | format version, counts, models (path + sha256), analyzer, HNSW parameters, build stats, sha256 of the files whose readers trust their input ([`integrity`]), generations |
 //! | `bm25/` | a tantivy index over `title + text` with the document ordinal as a fast field |
 //! | `dense.hnsw.graph`, `dense.hnsw.data` | the hnsw_rs graph over L2-normalised embeddings (dot product = cosine) |
 //! | `vectors.f32` | the same embeddings, row-major little-endian f32 (exact search, rebuilds) |
@@ -26,6 +26,7 @@ pub mod docstore;
 mod error;
 pub mod ids;
 pub mod ingest;
+pub mod integrity;
 pub mod jsonl;
 pub mod manifest;
 mod reader;

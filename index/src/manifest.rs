@@ -36,6 +36,11 @@ pub struct Manifest {
     /// The rerank state store, when the index has one (`sieve index --rerank-states`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerank_states: Option<crate::states::RerankStatesInfo>,
+    /// Size and SHA-256 of the files whose readers trust their input (tantivy's, hnsw_rs's),
+    /// checked before they are opened ([`crate::integrity`]); absent in indexes written before
+    /// the check existed, which open unchecked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checked_files: Vec<crate::integrity::FileDigest>,
     /// Every generation the index went through, oldest first: the build, then each update
     /// (`sieve index --append`, `sieve delete`). Empty in indexes written before updates existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -121,10 +126,6 @@ pub struct DenseInfo {
     pub similarity: String,
     /// HNSW parameters.
     pub hnsw: HnswParams,
-    /// Size and SHA-256 of the graph files, checked before they are loaded (absent in indexes
-    /// written before the check existed, which are loaded unchecked).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub graph_files: Vec<crate::dense::FileDigest>,
 }
 
 /// Build statistics.

@@ -28,6 +28,7 @@ impl SieveIndex {
     /// Opens the index in `dir`, checking its parts against the manifest.
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
         let manifest = Manifest::load(dir)?;
+        crate::integrity::verify(dir, &manifest.checked_files)?;
         let bm25 = Bm25Index::open(&dir.join("bm25"), &manifest.analyzer)?;
         let docs = DocStore::open(dir)?;
         let documents = manifest.counts.documents;
@@ -41,12 +42,11 @@ impl SieveIndex {
                 ),
             });
         }
-        let dense = DenseIndex::open_verified(
+        let dense = DenseIndex::open(
             dir,
             manifest.counts.vector_dim,
             documents,
             &manifest.dense.hnsw,
-            &manifest.dense.graph_files,
         )?;
         let states = match &manifest.rerank_states {
             Some(info) => Some(StateStore::open(dir, documents, info.clone())?),

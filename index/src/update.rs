@@ -299,7 +299,7 @@ impl IndexBuilder {
         // Phase 3: HNSW over every vector.
         let phase = Instant::now();
         progress.start("HNSW", vectors.len() as u64);
-        let graph_files = dense::build(dir, &vectors, &base.dense.hnsw, &mut |n| {
+        dense::build(dir, &vectors, &base.dense.hnsw, &mut |n| {
             progress.advance(n as u64)
         })?;
         progress.finish();
@@ -332,7 +332,7 @@ impl IndexBuilder {
             threads,
         };
         manifest.rerank_states = rerank_states;
-        manifest.dense.graph_files = graph_files;
+        manifest.checked_files = crate::integrity::checked_files(dir)?;
         if manifest.history.is_empty() {
             manifest.history.push(Generation {
                 generation: 1,
