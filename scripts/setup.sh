@@ -26,6 +26,6 @@ else
     test -f "$ORT_LIB" || { echo "setup: $ORT_LIB missing after install" >&2; exit 1; }
 fi
 
-for f in models/all-MiniLM-L6-v2/onnx/model_int8.onnx models/all-MiniLM-L6-v2/tokenizer.json examples/sample/corpus.parquet; do
+for f in models/all-MiniLM-L6-v2/onnx/model.onnx models/all-MiniLM-L6-v2/tokenizer.json examples/sample/corpus.parquet; do
     test -f "$f" || { echo "setup: $f is missing from the checkout" >&2; exit 1; }
 done

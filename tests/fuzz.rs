@@ -450,7 +450,7 @@ fn every_reader_survives_mutated_input() {
         ..Tally::default()
     };
     {
-        let onnx = std::fs::read(embedder_model().join("onnx/model_int8.onnx")).unwrap();
+        let onnx = std::fs::read(embedder_model().join("onnx/model.onnx")).unwrap();
         let model = dir.join("model");
         copy_dir(&embedder_model(), &model);
         for case in 0..(cases() / 10).max(3) {
@@ -459,7 +459,7 @@ fn every_reader_survives_mutated_input() {
                 let i = rng.below(bytes.len());
                 bytes[i] ^= 0x55;
             }
-            std::fs::write(model.join("onnx/model_int8.onnx"), &bytes).unwrap();
+            std::fs::write(model.join("onnx/model.onnx"), &bytes).unwrap();
             tally.run(format!("onnx case {case}"), || {
                 sieve_embed::BiEncoder::open(&model, sieve_embed::EmbedderConfig::default())
                     .map(|_| ())

@@ -188,7 +188,7 @@ def main():
     t0 = time.time()
     blocks = export_blocks(model, codec, args.out)
     write_codec(codec, os.path.join(args.out, 'state_codec.bin'))
-    onnx = os.path.join(args.bi_encoder, 'onnx', 'model_int8.onnx')
+    onnx = os.path.join(args.bi_encoder, 'onnx', 'model.onnx')
     sha = hashlib.sha256(open(onnx, 'rb').read()).hexdigest()
 
     if args.fixture:

@@ -1,6 +1,6 @@
 """sieve-ce v2: a late-joined, one-way cross-encoder grown on top of the bi-encoder.
 
-Towers: the bi-encoder itself (all-MiniLM-L6-v2, frozen, its shipped int8 ONNX graph), run once
+Towers: the bi-encoder itself (all-MiniLM-L6-v2, frozen, its shipped ONNX graph), run once
 on `[CLS] q [SEP]` and once on `[CLS] title text [SEP]`. Its last hidden states are what sieve's
 index already computes for the dense vector, so document states cost nothing extra at index time.
 

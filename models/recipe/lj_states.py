@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tower states for sieve-ce v2 training and evaluation: runs the bi-encoder's shipped int8 ONNX
+"""Tower states for sieve-ce v2 training and evaluation: runs the bi-encoder's shipped ONNX
 graph (the very file sieve's index embeds with, so training sees the states serving will see) on
 every document and query that prepare_data.py's work/data references, plus the DL19 BM25 top-100
 run (evaluation only, never trained on).
@@ -35,7 +35,7 @@ class Tower:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.sess = ort.InferenceSession(os.path.join(model_dir, 'onnx', 'model_int8.onnx'), so,
+        self.sess = ort.InferenceSession(os.path.join(model_dir, 'onnx', 'model.onnx'), so,
                                          providers=['CPUExecutionProvider'])
         self.inputs = [i.name for i in self.sess.get_inputs()]
         self.tok = Tokenizer.from_file(os.path.join(model_dir, 'tokenizer.json'))

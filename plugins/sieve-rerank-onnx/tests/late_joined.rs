@@ -354,7 +354,7 @@ fn broken_late_joined_directories_are_refused_with_the_file_named() {
     v["tower"]["onnx_sha256"] = "0".repeat(64).into();
     std::fs::write(&path, v.to_string()).expect("write");
     let m = load_error(wrong_tower.path());
-    assert!(m.contains("sha256") && m.contains("model_int8.onnx"), "{m}");
+    assert!(m.contains("sha256") && m.contains("model.onnx"), "{m}");
 
     let corrupt_block = copy_of_init();
     let block = std::fs::read_dir(corrupt_block.path())
