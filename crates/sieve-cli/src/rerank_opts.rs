@@ -33,8 +33,8 @@ pub struct RerankerArgs {
     /// Document score from its windows: max or mean-top2.
     #[arg(long, default_value = "max")]
     pub window_score: String,
-    /// Token budget per model call (rows × padded length).
-    #[arg(long, default_value_t = 8192)]
+    /// Token budget per model call (rows × padded length); the default suits CPUs, raise it on a GPU.
+    #[arg(long, default_value_t = 512)]
     pub batch_tokens: usize,
     /// Which graphs of a Matryoshka model run: auto (int8 on CPU, fp32 on CUDA), int8 or fp32.
     #[arg(long, default_value = "auto")]
