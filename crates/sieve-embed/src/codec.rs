@@ -110,21 +110,20 @@ impl StateCodec {
                 self.dim
             )));
         }
+        // One matrix product for all tokens: (states - mean) · directionsᵀ → [tokens, rank].
+        let mut centred =
+            ndarray::Array2::from_shape_vec((states.tokens, self.dim), states.states.clone())
+                .map_err(|e| EmbedError::Run(e.to_string()))?;
+        let mean = ndarray::ArrayView1::from(&self.mean[..]);
+        centred -= &mean;
+        let directions =
+            ndarray::ArrayView2::from_shape((self.rank, self.dim), &self.directions[..])
+                .map_err(|e| EmbedError::Run(e.to_string()))?;
+        let coords = centred.dot(&directions.t());
         let mut codes = Vec::with_capacity(states.tokens * self.rank);
         let mut scales = Vec::with_capacity(states.tokens);
-        let mut centred = vec![0f32; self.dim];
-        let mut coords = vec![0f32; self.rank];
-        for h in states.states.chunks_exact(self.dim) {
-            for ((c, &x), &m) in centred.iter_mut().zip(h).zip(&self.mean) {
-                *c = x - m;
-            }
-            for (coord, row) in coords
-                .iter_mut()
-                .zip(self.directions.chunks_exact(self.dim))
-            {
-                *coord = row.iter().zip(&centred).map(|(a, b)| a * b).sum();
-            }
-            let max = coords.iter().fold(0f32, |m, c| m.max(c.abs()));
+        for row in coords.rows() {
+            let max = row.iter().fold(0f32, |m, c| m.max(c.abs()));
             let scale = if max > 0.0 && max.is_finite() {
                 max / 127.0
             } else {
@@ -132,8 +131,7 @@ impl StateCodec {
             };
             scales.push(scale);
             codes.extend(
-                coords
-                    .iter()
+                row.iter()
                     .map(|c| (c / scale).round_ties_even().clamp(-127.0, 127.0) as i8),
             );
         }
