@@ -175,6 +175,8 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=REPO / "models/all-MiniLM-L6-v2/config.json")
     ap.add_argument("--tokenizer", type=Path, default=REPO / "models/all-MiniLM-L6-v2/tokenizer.json")
     ap.add_argument("--out", type=Path, default=REPO / "models/all-MiniLM-L6-v2/onnx/model.onnx")
+    ap.add_argument("--int8-out", type=Path, default=None,
+                    help="also write the opt-in compute-int8 graph here (dynamic int8 on every weight product)")
     ap.add_argument("--check-corpus", type=Path, default=None, help="BEIR data set whose corpus.parquet is checked")
     ap.add_argument("--check-docs", type=int, default=256)
     args = ap.parse_args()
@@ -196,7 +198,16 @@ def main() -> None:
                       "fused": json.dumps(FUSIONS), "weights": "stored fp16, computed fp32"}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         n = store_fp16(fused, args.out, provenance)
-    print(f"wrote {args.out} ({args.out.stat().st_size} bytes, {n} tensors stored fp16) sha256 {sha256(args.out)}")
+        print(f"wrote {args.out} ({args.out.stat().st_size} bytes, {n} tensors stored fp16) sha256 {sha256(args.out)}")
+        if args.int8_out:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantised = Path(tmp) / "int8.onnx"
+            quantize_dynamic(fused, quantised, op_types_to_quantize=["MatMul", "Attention"], per_channel=True,
+                             reduce_range=False, weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": 1})
+            provenance = {**provenance, "weights": "weight products int8 (dynamic, per channel), rest stored fp16"}
+            n = store_fp16(quantised, args.int8_out, provenance)
+            print(f"wrote {args.int8_out} ({args.int8_out.stat().st_size} bytes) sha256 {sha256(args.int8_out)}")
     if args.check_corpus:
         result = check(model, args.out, args.tokenizer, args.check_corpus, args.check_docs)
         print(f"check vs torch fp32: {json.dumps(result)}")

@@ -1,0 +1,98 @@
+//! The bundled bi-encoder graphs (`models/all-MiniLM-L6-v2/onnx/`): the default fused fp32 graph
+//! gives the same embeddings whatever the batch shape, agrees with the upstream export it replaced,
+//! and the opt-in int8 graph stays close to it. Real model files, the sample corpus' texts.
+
+use std::path::{Path, PathBuf};
+
+use sieve_embed::{BiEncoder, EmbedderConfig, document_text};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn sample_texts() -> Vec<String> {
+    let text =
+        std::fs::read_to_string(repo().join("examples/sample/sample.jsonl")).expect("sample");
+    text.lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+            document_text(
+                v["title"].as_str().unwrap_or_default(),
+                v["text"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn embed(model: &Path, batch_tokens: usize, texts: &[String]) -> Vec<Vec<f32>> {
+    let encoder = BiEncoder::open(
+        model,
+        EmbedderConfig {
+            batch_tokens,
+            ..EmbedderConfig::default()
+        },
+    )
+    .expect("open the bi-encoder");
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    encoder.embed(&refs).expect("embed")
+}
+
+fn cosines(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<f32> {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p * q).sum())
+        .collect()
+}
+
+#[test]
+fn the_default_graph_does_not_depend_on_the_batch_shape() {
+    let texts = sample_texts();
+    let model = repo().join("models/all-MiniLM-L6-v2");
+    let small = embed(&model, 512, &texts);
+    let large = embed(&model, 16_384, &texts);
+    let worst = cosines(&small, &large).into_iter().fold(1f32, f32::min);
+    assert!(
+        worst > 0.99999,
+        "batch shape changed an embedding: cosine {worst}"
+    );
+}
+
+#[test]
+fn the_int8_graph_stays_close_to_the_default_one() {
+    let texts = sample_texts();
+    let fp32 = embed(&repo().join("models/all-MiniLM-L6-v2"), 512, &texts);
+    let int8 = embed(
+        &repo().join("models/all-MiniLM-L6-v2/onnx/model_qint8.onnx"),
+        512,
+        &texts,
+    );
+    let c = cosines(&fp32, &int8);
+    let worst = c.iter().copied().fold(1f32, f32::min);
+    let mean = c.iter().sum::<f32>() / c.len() as f32;
+    assert!(
+        worst > 0.98 && mean > 0.99,
+        "int8 drifted: min {worst}, mean {mean}"
+    );
+    // It must still be a different computation (really int8), not the fp32 graph again.
+    assert!(
+        mean < 0.99999,
+        "int8 graph gives fp32 results: mean cosine {mean}"
+    );
+}
+
+#[test]
+fn the_default_graph_agrees_with_the_upstream_export() {
+    let upstream = repo().join("../shared/models/all-MiniLM-L6-v2/onnx/model_int8.onnx");
+    if !upstream.exists() {
+        eprintln!("skipped: {} is not here", upstream.display());
+        return;
+    }
+    let texts = sample_texts();
+    let ours = embed(&repo().join("models/all-MiniLM-L6-v2"), 512, &texts);
+    let theirs = embed(&upstream, 512, &texts);
+    let worst = cosines(&ours, &theirs).into_iter().fold(1f32, f32::min);
+    assert!(
+        worst > 0.998,
+        "the fused graph disagrees with upstream's: cosine {worst}"
+    );
+}
