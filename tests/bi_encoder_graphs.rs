@@ -96,3 +96,79 @@ fn the_default_graph_agrees_with_the_upstream_export() {
         "the fused graph disagrees with upstream's: cosine {worst}"
     );
 }
+
+/// Copies the model directory's small files and the default graph into `dir`.
+fn copy_model(dir: &Path) {
+    let src = repo().join("models/all-MiniLM-L6-v2");
+    std::fs::create_dir_all(dir.join("onnx")).expect("mkdir");
+    for entry in std::fs::read_dir(&src).expect("model dir") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+    std::fs::copy(src.join("onnx/model.onnx"), dir.join("onnx/model.onnx")).expect("copy graph");
+}
+
+#[test]
+fn an_index_refuses_a_bi_encoder_swapped_under_it() {
+    let sieve = env!("CARGO_BIN_EXE_sieve");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let model = tmp.path().join("model");
+    copy_model(&model);
+    let index = tmp.path().join("idx");
+    let built = std::process::Command::new(sieve)
+        .args([
+            "index",
+            "examples/sample/corpus.parquet",
+            "--rerank-states",
+            "off",
+            "--model",
+        ])
+        .arg(&model)
+        .arg("--out")
+        .arg(&index)
+        .current_dir(repo())
+        .output()
+        .expect("run sieve index");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let search = || {
+        let out = std::process::Command::new(sieve)
+            .arg("search")
+            .arg(&index)
+            .arg("statins and cholesterol")
+            .current_dir(repo())
+            .output()
+            .expect("run sieve search");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    assert!(search().0, "the untouched index answers");
+
+    // Another graph at the recorded path (here the int8 one): refused, not silently mixed.
+    std::fs::copy(
+        repo().join("models/all-MiniLM-L6-v2/onnx/model_qint8.onnx"),
+        model.join("onnx/model.onnx"),
+    )
+    .expect("swap");
+    let (ok, err) = search();
+    assert!(!ok, "a swapped bi-encoder must be refused");
+    assert!(
+        err.contains("not the one the index was built with") && err.contains("re-index"),
+        "{err}"
+    );
+
+    // The file gone: refused with what to do.
+    std::fs::remove_file(model.join("onnx/model.onnx")).expect("remove");
+    let (ok, err) = search();
+    assert!(
+        !ok && err.contains("no longer there") && err.contains("sieve index"),
+        "{err}"
+    );
+}

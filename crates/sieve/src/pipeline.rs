@@ -31,6 +31,10 @@ pub enum SieveError {
     /// The request is invalid (empty query, k = 0, ...).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The bi-encoder file the index was built with is gone or has changed: queries embedded by
+    /// another graph would not match the stored document vectors, so the index is refused.
+    #[error("{0}")]
+    EmbedderChanged(String),
     /// The reranker failed. `fallback` is the same search answered in fused first-stage order,
     /// so a caller can degrade gracefully instead of failing the search.
     #[error("{error} (the fused first-stage order is available as a fallback)")]
@@ -402,6 +406,39 @@ pub struct OpenOptions {
     pub embedder: Option<EmbedderConfig>,
 }
 
+/// Refuses a query embedder whose ONNX file is not the one the index's documents were embedded
+/// with (same sha256), naming the file and what to do.
+fn check_embedder(
+    model: &Path,
+    recorded: &sieve_index::manifest::ModelInfo,
+) -> Result<(), SieveError> {
+    let file = sieve_embed::find_onnx_model(model).map_err(|_| {
+        SieveError::EmbedderChanged(format!(
+            "the index was built with the bi-encoder {} (sha256 {}), which is no longer there: \
+             restore that file, or re-index with `sieve index` to use the current model",
+            recorded.onnx.display(),
+            recorded.sha256
+        ))
+    })?;
+    let sha = sieve_embed::sha256_file(&file).map_err(|e| {
+        SieveError::EmbedderChanged(format!(
+            "cannot read the bi-encoder {}: {e}",
+            file.display()
+        ))
+    })?;
+    if sha != recorded.sha256 {
+        return Err(SieveError::EmbedderChanged(format!(
+            "the bi-encoder {} (sha256 {sha}) is not the one the index was built with ({}, sha256 \
+             {}): its query vectors would not match the stored document vectors; re-index with \
+             `sieve index`, or restore that file",
+            file.display(),
+            recorded.onnx.display(),
+            recorded.sha256
+        )));
+    }
+    Ok(())
+}
+
 /// An opened index with its query embedder: the search engine.
 pub struct Sieve {
     index: Arc<SieveIndex>,
@@ -430,6 +467,7 @@ impl Sieve {
                 recorded.path.clone()
             }
         });
+        check_embedder(&model, recorded)?;
         let config = options.embedder.clone().unwrap_or_else(|| EmbedderConfig {
             max_length: recorded.max_length,
             ..EmbedderConfig::default()
