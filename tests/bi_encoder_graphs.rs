@@ -172,3 +172,16 @@ fn an_index_refuses_a_bi_encoder_swapped_under_it() {
         "{err}"
     );
 }
+
+#[test]
+fn a_huge_document_embeds_like_its_beginning() {
+    // Text past what 256 tokens can cover is cut before tokenizing (a 50 MB document cost 3.4 GB of
+    // tokenizer memory); the cut must not change what the model sees.
+    let sentence = "Statins lower LDL cholesterol by inhibiting HMG-CoA reductase in the liver. ";
+    let huge = sentence.repeat(5_000_000 / sentence.len());
+    let head: String = huge.chars().take(4_000).collect();
+    let texts = [huge, head];
+    let v = embed(&repo().join("models/all-MiniLM-L6-v2"), 512, &texts);
+    let c = cosines(&v[..1], &v[1..])[0];
+    assert!(c > 0.99999, "the cut changed the embedding: cosine {c}");
+}
