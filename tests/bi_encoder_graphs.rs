@@ -1,6 +1,7 @@
-//! The bundled bi-encoder graphs (`models/all-MiniLM-L6-v2/onnx/`): the default fused fp32 graph
-//! gives the same embeddings whatever the batch shape, agrees with the upstream export it replaced,
-//! and the opt-in int8 graph stays close to it. Real model files, the sample corpus' texts.
+//! The bundled bi-encoder graphs (`models/all-MiniLM-L6-v2/onnx/`): the default graph (int8
+//! weight products, activations quantised per token) gives the same embeddings whatever the batch
+//! shape and stays within a cosine of 0.999 of the fp32 graph it was made from, which agrees with
+//! the upstream export it replaced. Real model files, the sample corpus' texts.
 
 use std::path::{Path, PathBuf};
 
@@ -58,11 +59,11 @@ fn the_default_graph_does_not_depend_on_the_batch_shape() {
 }
 
 #[test]
-fn the_int8_graph_stays_close_to_the_default_one() {
+fn the_default_int8_graph_stays_close_to_the_fp32_one() {
     let texts = sample_texts();
-    let fp32 = embed(&repo().join("models/all-MiniLM-L6-v2"), 512, &texts);
-    let int8 = embed(
-        &repo().join("models/all-MiniLM-L6-v2/onnx/model_qint8.onnx"),
+    let int8 = embed(&repo().join("models/all-MiniLM-L6-v2"), 512, &texts);
+    let fp32 = embed(
+        &repo().join("models/all-MiniLM-L6-v2/onnx/model_fp32.onnx"),
         512,
         &texts,
     );
@@ -70,7 +71,7 @@ fn the_int8_graph_stays_close_to_the_default_one() {
     let worst = c.iter().copied().fold(1f32, f32::min);
     let mean = c.iter().sum::<f32>() / c.len() as f32;
     assert!(
-        worst > 0.98 && mean > 0.99,
+        worst > 0.998 && mean > 0.999,
         "int8 drifted: min {worst}, mean {mean}"
     );
     // It must still be a different computation (really int8), not the fp32 graph again.
@@ -81,14 +82,18 @@ fn the_int8_graph_stays_close_to_the_default_one() {
 }
 
 #[test]
-fn the_default_graph_agrees_with_the_upstream_export() {
+fn the_fp32_graph_agrees_with_the_upstream_export() {
     let upstream = repo().join("../shared/models/all-MiniLM-L6-v2/onnx/model_int8.onnx");
     if !upstream.exists() {
         eprintln!("skipped: {} is not here", upstream.display());
         return;
     }
     let texts = sample_texts();
-    let ours = embed(&repo().join("models/all-MiniLM-L6-v2"), 512, &texts);
+    let ours = embed(
+        &repo().join("models/all-MiniLM-L6-v2/onnx/model_fp32.onnx"),
+        512,
+        &texts,
+    );
     let theirs = embed(&upstream, 512, &texts);
     let worst = cosines(&ours, &theirs).into_iter().fold(1f32, f32::min);
     assert!(
@@ -151,9 +156,9 @@ fn an_index_refuses_a_bi_encoder_swapped_under_it() {
     };
     assert!(search().0, "the untouched index answers");
 
-    // Another graph at the recorded path (here the int8 one): refused, not silently mixed.
+    // Another graph at the recorded path (here the fp32 one): refused, not silently mixed.
     std::fs::copy(
-        repo().join("models/all-MiniLM-L6-v2/onnx/model_qint8.onnx"),
+        repo().join("models/all-MiniLM-L6-v2/onnx/model_fp32.onnx"),
         model.join("onnx/model.onnx"),
     )
     .expect("swap");
