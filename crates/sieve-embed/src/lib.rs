@@ -312,8 +312,10 @@ impl BiEncoder {
         // MAX_CHARS_PER_TOKEN characters, so anything past that many characters per token cannot
         // reach the model: cutting it first keeps a 50 MB document from costing gigabytes of
         // tokenizer memory, and changes nothing for text whose first tokens lie inside the cut.
-        let budget = self.config.max_length.saturating_mul(MAX_CHARS_PER_TOKEN);
-        let cut: Vec<&str> = texts.iter().map(|t| prefix_chars(t, budget)).collect();
+        let cut: Vec<&str> = texts
+            .iter()
+            .map(|t| text_within_tokens(t, self.config.max_length))
+            .collect();
         let encodings = self
             .tokenizer
             .encode_batch(cut, true)
@@ -486,6 +488,13 @@ pub fn document_text(title: &str, text: &str) -> String {
 /// Characters per token beyond which text cannot reach the model: BERT's WordPiece turns a
 /// word longer than 100 characters into one `[UNK]`, and shorter words into at least one token.
 const MAX_CHARS_PER_TOKEN: usize = 101;
+
+/// The part of `text` that its first `tokens` WordPiece tokens can cover: everything past
+/// `tokens × 101` characters is cut (a token never spans more), so a huge document costs no more
+/// tokenizer time and memory than the model can use, and the first `tokens` tokens are unchanged.
+pub fn text_within_tokens(text: &str, tokens: usize) -> &str {
+    prefix_chars(text, tokens.saturating_mul(MAX_CHARS_PER_TOKEN))
+}
 
 /// The longest prefix of `text` with at most `chars` characters.
 fn prefix_chars(text: &str, chars: usize) -> &str {

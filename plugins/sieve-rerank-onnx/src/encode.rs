@@ -97,6 +97,14 @@ impl PairEncoder {
         Ok(tokens_of(&encoding, 0..n))
     }
 
+    /// The part of a document's text that is tokenized: at most `max_windows × max_length`
+    /// tokens' worth of characters. Windows are spread over the whole tokenized document, so a
+    /// document longer than that (hundreds of kilobytes at the defaults) is scored over its
+    /// beginning instead of costing gigabytes of tokenizer memory (a 50 MB document did).
+    pub fn scored_part<'t>(&self, text: &'t str) -> &'t str {
+        sieve_embed::text_within_tokens(text, self.max_windows.max(1) * self.max_length)
+    }
+
     /// Window ranges over a document of `doc_len` tokens, given the query's length.
     pub fn window_ranges(&self, doc_len: usize, query_len: usize) -> Vec<Range<usize>> {
         // Loading checked max_length > specials + query_max_tokens >= specials + query_len.
@@ -115,9 +123,10 @@ impl PairEncoder {
         doc: RerankDoc<'_>,
     ) -> Result<Vec<EncodedWindow>, RerankError> {
         let query_tokens = self.query_tokens(query)?;
+        let text = doc_text(&doc);
         let encoding = self
             .tokenizer
-            .encode(doc_text(&doc).as_ref(), false)
+            .encode(self.scored_part(&text), false)
             .map_err(|e| run_err(format!("tokenizing the document failed: {e}")))?;
         self.window_ranges(encoding.len(), query_tokens.len())
             .into_iter()
@@ -139,7 +148,10 @@ impl PairEncoder {
         query_tokens: &[Token],
         docs: &[RerankDoc<'_>],
     ) -> Result<EncodedDocs, RerankError> {
-        let texts: Vec<String> = docs.iter().map(|d| doc_text(d).into_owned()).collect();
+        let texts: Vec<String> = docs
+            .iter()
+            .map(|d| self.scored_part(&doc_text(d)).to_owned())
+            .collect();
         let encodings = self
             .tokenizer
             .encode_batch(texts, false)

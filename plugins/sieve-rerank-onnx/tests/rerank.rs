@@ -394,6 +394,26 @@ fn windows_find_query_words_anywhere_and_beat_truncation() {
     assert!((m.scores[1].raw - single.scores[0].raw).abs() < 1e-5);
 }
 
+#[test]
+fn a_huge_document_is_scored_over_its_beginning_without_tokenizing_all_of_it() {
+    // Windows are spread over the tokenized document, which is cut at max_windows × max_length
+    // tokens' worth of characters (8 × 512 × 101 here): a 50 MB document (one tokenizer pass over
+    // it took gigabytes) is scored like its first 414 KB.
+    let encoder = open(&lexical_dir(), CrossEncoderConfig::default());
+    let filler = filler();
+    let head = format!("{QUERY}. {}", filler.repeat(420_000 / filler.len() + 1));
+    let cut: String = head.chars().take(8 * 512 * 101).collect();
+    let huge = format!("{cut}{}", " unrelated words".repeat(50_000_000 / 16));
+    let out = rerank(&encoder, QUERY, &[&huge, &cut]);
+    assert_eq!(
+        out.scores[0].raw, out.scores[1].raw,
+        "the huge document scores as its cut"
+    );
+    // Uncut, its 8 windows would be spread over 12 M tokens of "unrelated words".
+    assert_eq!(out.scores[0].windows, out.scores[1].windows);
+    assert_eq!(out.scores[0].best_window, 0, "the query words open the cut");
+}
+
 // ---------------------------------------------------------------- batching
 
 #[test]
