@@ -151,13 +151,14 @@ pub enum IndexError {
         /// What is wrong.
         message: String,
     },
-    /// A file operation failed.
-    #[error("{path}: {source}")]
+    /// A file operation failed. The I/O error is part of the message (not a separate source, so
+    /// that error chains print it once).
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -165,6 +166,6 @@ impl IndexError {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> IndexError {
         let path = path.into();
-        move |source| IndexError::Io { path, source }
+        move |error| IndexError::Io { path, error }
     }
 }

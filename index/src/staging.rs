@@ -91,7 +91,8 @@ fn sibling(out: &Path, mark: &str) -> Result<PathBuf, IndexError> {
     )))
 }
 
-/// Removes staging/retired siblings of `out` left by builds whose process no longer runs.
+/// Removes staging/retired siblings of `out` left by builds whose process no longer runs (a
+/// retired index whose replacement never arrived is moved back to `out` instead).
 fn remove_leftovers(out: &Path) {
     let (Some(name), Some(parent)) = (out.file_name(), out.parent()) else {
         return;
@@ -110,12 +111,16 @@ fn remove_leftovers(out: &Path) {
         let Some(rest) = file_name.strip_prefix(&prefix) else {
             continue;
         };
-        let pid = rest
-            .strip_prefix(STAGING_MARK)
-            .or_else(|| rest.strip_prefix(RETIRED_MARK));
+        let retired = rest.strip_prefix(RETIRED_MARK);
+        let pid = rest.strip_prefix(STAGING_MARK).or(retired);
         if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok())
             && !Path::new(&format!("/proc/{pid}")).exists()
         {
+            // An index renamed aside by a publication that was killed before the new one took
+            // its place is the only copy: put it back.
+            if retired.is_some() && !out.exists() && std::fs::rename(entry.path(), out).is_ok() {
+                continue;
+            }
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -136,12 +141,30 @@ impl Staging {
         self.path.as_deref().unwrap_or(Path::new("."))
     }
 
-    /// Moves the finished index to `out`. An older index there is first renamed aside and
-    /// deleted after the move, so at every instant `out` is the old index, absent, or the new one.
+    /// Moves the finished index to `out`. An older index there is swapped with the new one in
+    /// one atomic step (`renameat2(RENAME_EXCHANGE)` on Linux) and then deleted, so at every
+    /// instant `out` is the old index or the new one, whenever the process is killed. Where the
+    /// exchange is unsupported, the old index is first renamed aside; a build killed between the
+    /// two renames leaves it there, and the next build or update puts it back (see
+    /// [`remove_leftovers`]).
     pub(crate) fn commit(mut self, out: &Path) -> Result<(), IndexError> {
         let Some(staging) = self.path.take() else {
             return Ok(());
         };
+        if out.exists() {
+            match exchange(&staging, out) {
+                Ok(()) => {
+                    // `staging` now holds the old index.
+                    let _ = std::fs::remove_dir_all(&staging);
+                    return Ok(());
+                }
+                Err(e) if !exchange_unsupported(&e) => {
+                    let _ = std::fs::remove_dir_all(&staging);
+                    return Err(IndexError::io(out)(e));
+                }
+                Err(_) => {}
+            }
+        }
         let retired = if out.exists() {
             let retired = sibling(out, RETIRED_MARK)?;
             std::fs::rename(out, &retired).map_err(IndexError::io(out))?;
@@ -164,10 +187,117 @@ impl Staging {
     }
 }
 
+/// Swaps two directory entries atomically.
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let a = CString::new(a.as_os_str().as_bytes())?;
+    let b = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call; renameat2 only
+    // reads them.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}
+
+/// Whether `exchange` failed because the platform or file system cannot do it (then the two
+/// renames are used), rather than for a reason that would fail them too.
+fn exchange_unsupported(e: &std::io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    if matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+    ) {
+        return true;
+    }
+    e.kind() == std::io::ErrorKind::Unsupported
+}
+
 impl Drop for Staging {
     fn drop(&mut self) {
         if let Some(path) = self.path.take() {
             let _ = std::fs::remove_dir_all(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dead_pid() -> u32 {
+        (400_000..u32::MAX)
+            .find(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            .unwrap_or(u32::MAX)
+    }
+
+    fn index_with(dir: &Path, content: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(MANIFEST_FILE), content).unwrap();
+    }
+
+    #[test]
+    fn publishing_over_an_index_swaps_it_and_leaves_nothing_beside_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("idx");
+        index_with(&out, "old");
+        let staging = Staging::create(&out).unwrap();
+        index_with(staging.path(), "new");
+        staging.commit(&out).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join(MANIFEST_FILE)).unwrap(),
+            "new"
+        );
+        let names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["idx"], "only the index is left");
+    }
+
+    #[test]
+    fn an_index_renamed_aside_by_a_killed_publication_is_put_back() {
+        // The two-rename fallback killed between its renames: the old index sits aside, `out` is
+        // gone. The next build's staging puts it back instead of deleting the only copy.
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("idx");
+        let pid = dead_pid();
+        index_with(&tmp.path().join(format!(".idx{RETIRED_MARK}{pid}")), "old");
+        index_with(&tmp.path().join(format!(".idx{STAGING_MARK}{pid}")), "new?");
+        let staging = Staging::create(&out).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join(MANIFEST_FILE)).unwrap(),
+            "old"
+        );
+        let mut names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                format!(".idx{STAGING_MARK}{}", std::process::id()),
+                "idx".to_string()
+            ]
+        );
+        drop(staging);
     }
 }
