@@ -529,6 +529,12 @@ fn every_reader_survives_mutated_input() {
     }
     done.push(tally);
 
+    // HTTP bodies per route, through `sieve serve`'s router in process (the bundled reranker and
+    // the sample index; default limits). A panic or a 500 is a crash; 4xx is a refusal.
+    for tally in fuzz_http_bodies(index, &mut rng) {
+        done.push(tally);
+    }
+
     // The table, and the JSON report when asked.
     println!(
         "{:<18} {:>6} {:>9} {:>8} {:>8} {:>6} {:>11}",
@@ -562,4 +568,99 @@ fn every_reader_survives_mutated_input() {
     let hangs: Vec<&String> = done.iter().flat_map(|t| &t.hangs).collect();
     assert!(crashes.is_empty(), "crashes: {crashes:#?}");
     assert!(hangs.is_empty(), "hangs: {hangs:#?}");
+}
+
+/// One target per scoring route: mutations of a valid body of that route's protocol.
+fn fuzz_http_bodies(index_dir: &Path, rng: &mut Rng) -> Vec<Tally> {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    let reranker_dir = repo_root().join("models/sieve-ce-minilm-l6-lj");
+    let encoder = std::sync::Arc::new(
+        sieve_rerank_onnx::CrossEncoder::open(
+            &reranker_dir,
+            sieve_rerank_onnx::CrossEncoderConfig::default(),
+        )
+        .expect("bundled reranker"),
+    );
+    let tokenizer = encoder.tokenizer_path().to_path_buf();
+    let reranker: std::sync::Arc<dyn sieve::Reranker> = encoder;
+    let model = sieve_serve::ModelInfo::new("sieve-ce", reranker.clone(), &tokenizer, 256)
+        .expect("model info");
+    let index = std::sync::Arc::new(
+        Sieve::open(index_dir)
+            .expect("sample index")
+            .with_reranker(reranker),
+    );
+    let server = sieve_serve::Server::new(sieve_serve::ServeConfig::default(), model, Some(index))
+        .expect("server");
+    let router = server.router();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let docs = r#"["Statins lower LDL cholesterol.", "Volcanoes erupt.", "Sleep and memory."]"#;
+    let routes: [(&'static str, &str, String); 5] = [
+        (
+            "http /v1/rerank",
+            "/v1/rerank",
+            format!(r#"{{"query":"statins","documents":{docs},"top_n":2,"return_documents":true}}"#),
+        ),
+        (
+            "http /v2/rerank",
+            "/v2/rerank",
+            format!(r#"{{"model":"m","query":"statins","documents":{docs},"top_n":2}}"#),
+        ),
+        (
+            "http /rerank (TEI)",
+            "/rerank",
+            format!(r#"{{"query":"statins","texts":{docs},"raw_scores":false,"return_text":true,"truncate":true}}"#),
+        ),
+        (
+            "http /weaviate",
+            "/weaviate/rerank",
+            format!(r#"{{"query":"statins","documents":{docs}}}"#),
+        ),
+        (
+            "http /search",
+            "/search",
+            r#"{"query":"how do statins lower cholesterol","k":5,"rerank":true,"budget":"fast"}"#.to_string(),
+        ),
+    ];
+    let mut tallies = Vec::new();
+    for (name, route, seed_body) in routes {
+        let mut tally = Tally {
+            name,
+            ..Tally::default()
+        };
+        for case in 0..cases() {
+            let body = mutate(seed_body.as_bytes(), rng, true);
+            let request = Request::post(route)
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .expect("request");
+            tally.run(format!("{route} case {case}"), || {
+                let response = runtime
+                    .block_on(router.clone().oneshot(request))
+                    .map_err(|e| e.to_string())?;
+                let status = response.status();
+                let bytes = runtime
+                    .block_on(axum::body::to_bytes(response.into_body(), 1 << 26))
+                    .map_err(|e| e.to_string())?;
+                if status.is_server_error() && status.as_u16() != 503 && status.as_u16() != 504 {
+                    panic!("{status}: {}", String::from_utf8_lossy(&bytes));
+                }
+                if status.is_success() {
+                    serde_json::from_slice::<serde_json::Value>(&bytes)
+                        .map(|_| ())
+                        .map_err(|e| format!("2xx with a body that is not JSON: {e}"))
+                } else {
+                    Err(format!("{status}"))
+                }
+            });
+        }
+        tallies.push(tally);
+    }
+    tallies
 }
