@@ -116,7 +116,9 @@ impl IndexBuilder {
         let files = ingest::expand_inputs(inputs)?;
         let staging = Staging::create(out)?;
         let manifest = self.build_into(&files, staging.path(), progress)?;
+        progress.start("publish", 1);
         staging.commit(out)?;
+        progress.finish();
         Ok(BuildReport {
             bytes: dir_size(out),
             manifest,
@@ -257,6 +259,7 @@ impl IndexBuilder {
         progress.finish();
         phases.push(("HNSW".to_string(), phase.elapsed().as_secs_f64()));
 
+        progress.start("checksums + manifest", 1);
         let onnx = encoder.model_path().to_path_buf();
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
@@ -317,6 +320,7 @@ impl IndexBuilder {
             inputs: files.iter().map(|f| absolute(f)).collect(),
         });
         manifest.save(dir)?;
+        progress.finish();
         Ok(manifest)
     }
 }

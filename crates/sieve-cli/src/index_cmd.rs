@@ -7,9 +7,9 @@ use clap::Args;
 use sieve_index::bm25::AnalyzerConfig;
 use sieve_index::dense::HnswParams;
 use sieve_index::ingest::{self, ColumnMapping};
-use sieve_index::{BuildOptions, IndexBuilder, OnDuplicate, UpdateReport};
+use sieve_index::{BuildOptions, IndexBuilder, OnDuplicate, Progress, UpdateReport};
 
-use crate::progress::Bars;
+use crate::progress::{Bars, JsonLines};
 
 /// Arguments of `sieve index`.
 #[derive(Args)]
@@ -78,6 +78,9 @@ pub struct IndexArgs {
     /// Print the manifest as JSON instead of a summary (and no progress bars).
     #[arg(long)]
     json: bool,
+    /// Report each phase's start and end as JSON lines on stderr instead of progress bars.
+    #[arg(long)]
+    progress_json: bool,
 }
 
 fn language_or_none(value: &str) -> Option<String> {
@@ -123,7 +126,12 @@ pub fn run(args: IndexArgs) -> Result<()> {
         options.embedder.session.intra_threads = threads.max(1);
     }
 
-    let bars = Bars::new(args.json);
+    let bars: Box<dyn Progress> = if args.progress_json {
+        Box::new(JsonLines::new())
+    } else {
+        Box::new(Bars::new(args.json))
+    };
+    let bars = &*bars;
     if args.append {
         let on_duplicate = if args.on_duplicate == "replace" {
             OnDuplicate::Replace
@@ -131,12 +139,12 @@ pub fn run(args: IndexArgs) -> Result<()> {
             OnDuplicate::Error
         };
         let report = IndexBuilder::new(options)
-            .append(&args.out, &files, on_duplicate, &bars)
+            .append(&args.out, &files, on_duplicate, bars)
             .with_context(|| format!("appending to {} failed", args.out.display()))?;
         return print_update(&report, args.json);
     }
     let report = IndexBuilder::new(options)
-        .build(&files, &args.out, &bars)
+        .build(&files, &args.out, bars)
         .with_context(|| format!("indexing into {} failed", args.out.display()))?;
     let m = &report.manifest;
     if args.json {

@@ -60,3 +60,45 @@ impl Progress for Bars {
         });
     }
 }
+
+/// Reports each phase's start and end as one JSON line on stderr
+/// (`{"event":"start","phase":"embed","total":5183}`, `{"event":"finish","phase":"embed","seconds":1.2}`),
+/// for scripts and supervisors that follow a long build.
+pub struct JsonLines {
+    current: Mutex<Option<(String, std::time::Instant)>>,
+}
+
+impl JsonLines {
+    /// A reporter with no phase started yet.
+    pub fn new() -> Self {
+        Self {
+            current: Mutex::new(None),
+        }
+    }
+}
+
+impl Progress for JsonLines {
+    fn start(&self, phase: &str, total: u64) {
+        eprintln!(
+            "{}",
+            serde_json::json!({"event": "start", "phase": phase, "total": total})
+        );
+        if let Ok(mut slot) = self.current.lock() {
+            *slot = Some((phase.to_string(), std::time::Instant::now()));
+        }
+    }
+
+    fn advance(&self, _: u64) {}
+
+    fn finish(&self) {
+        if let Ok(mut slot) = self.current.lock()
+            && let Some((phase, started)) = slot.take()
+        {
+            eprintln!(
+                "{}",
+                serde_json::json!({"event": "finish", "phase": phase,
+                    "seconds": started.elapsed().as_secs_f64()})
+            );
+        }
+    }
+}
