@@ -3,9 +3,12 @@
 same machine, same inputs, same ONNX file, same thread count (2 intra-op threads everywhere).
 
   embedding  SciFact documents (title + text, <= 256 tokens, mean pooling, L2):
-             sieve library (sieve-bench), sieve's previous graph, fastembed-rs TextEmbedding
-             (user-defined model), Python onnxruntime (the straightforward loop), and
-             sentence-transformers on torch (the fp32 reference the cosines are measured against)
+             sieve library (sieve-bench) on its default graph (int8 weight products, activations
+             per token: models/recipe/quantize_bi_encoder.py) and on the fp32 graph it was made
+             from; fastembed-rs TextEmbedding (user-defined model) and Python onnxruntime (the
+             straightforward loop), each on the fp32 graph (what their users load) and on sieve's
+             int8 graph (the same file); sentence-transformers on torch (the fp32 reference the
+             cosines are measured against)
   rerank     a MiniLM-L6 cross-encoder (bench/make_bench_ce.py, one ONNX file for everyone) on
              SciFact test queries with sieve's hybrid top-100 and DL19 queries with the published
              BM25 top-100: sieve library, sieve CLI (a process per query, model load included),
@@ -41,7 +44,8 @@ SIEVE = REPO / "target" / "release" / "sieve"
 SIEVE_BENCH = REPO / "target" / "release" / "sieve-bench"
 FASTEMBED = REPO / "bench" / "peers" / "fastembed" / "target" / "release" / "fastembed-peer"
 BI_ENCODER = REPO / "models" / "all-MiniLM-L6-v2"
-PREVIOUS_GRAPH = SHARED / "models" / "all-MiniLM-L6-v2" / "onnx" / "model_int8.onnx"
+FP32_GRAPH = BI_ENCODER / "onnx" / "model_fp32.onnx"
+INT8_GRAPH = BI_ENCODER / "onnx" / "model.onnx"  # the default
 TORCH_BI_ENCODER = SHARED / "models" / "all-MiniLM-L6-v2"  # safetensors, for sentence-transformers
 CROSS_ENCODER = WORK / "minilm-l6-ce"
 THREADS = 2
@@ -62,7 +66,7 @@ def ort_session(path: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def peer_ort_embed(inp: Path, out: Path, max_length: int) -> dict:
+def peer_ort_embed(inp: Path, out: Path, max_length: int, graph: Path = FP32_GRAPH) -> dict:
     """The straightforward onnxruntime loop: batches of 32 in corpus order, padded to the batch."""
     import numpy as np
     from tokenizers import Tokenizer
@@ -71,7 +75,7 @@ def peer_ort_embed(inp: Path, out: Path, max_length: int) -> dict:
     tok = Tokenizer.from_file(str(BI_ENCODER / "tokenizer.json"))
     tok.enable_truncation(max_length)
     tok.enable_padding()
-    session = ort_session(BI_ENCODER / "onnx" / "model.onnx")
+    session = ort_session(graph)
 
     def run(batch):
         enc = tok.encode_batch(batch)
@@ -154,6 +158,7 @@ def peer_st_rerank(inp: Path, out: Path, max_length: int) -> dict:
 
 
 PEERS = {"ort-embed": peer_ort_embed, "st-embed": peer_st_embed,
+         "ort-embed-int8": lambda inp, out, n: peer_ort_embed(inp, out, n, INT8_GRAPH),
          "ort-rerank": peer_ort_rerank, "st-rerank": peer_st_rerank}
 
 
@@ -174,11 +179,13 @@ def python_peer(name: str):
 
 EMBED_SYSTEMS = {
     "sieve": lambda inp, out, n: [str(SIEVE_BENCH), "embed", str(BI_ENCODER), str(inp), str(out), str(n)],
-    "sieve, previous graph": lambda inp, out, n: [str(SIEVE_BENCH), "embed", str(PREVIOUS_GRAPH), str(inp), str(out), str(n)],
-    "sieve, int8 graph (opt-in)": lambda inp, out, n: [str(SIEVE_BENCH), "embed", str(BI_ENCODER / "onnx" / "model_qint8.onnx"), str(inp), str(out), str(n)],
-    "fastembed-rs 5.13.2": lambda inp, out, n: [str(FASTEMBED), "embed", str(BI_ENCODER), str(BI_ENCODER / "onnx" / "model.onnx"),
+    "sieve, fp32 graph": lambda inp, out, n: [str(SIEVE_BENCH), "embed", str(FP32_GRAPH), str(inp), str(out), str(n)],
+    "fastembed-rs 5.13.2": lambda inp, out, n: [str(FASTEMBED), "embed", str(BI_ENCODER), str(FP32_GRAPH),
                                                  str(inp), str(out), str(n), "256"],
+    "fastembed-rs 5.13.2, sieve's int8 graph": lambda inp, out, n: [str(FASTEMBED), "embed", str(BI_ENCODER), str(INT8_GRAPH),
+                                                                     str(inp), str(out), str(n), "256"],
     "onnxruntime 1.31.1 (Python)": python_peer("ort-embed"),
+    "onnxruntime 1.31.1 (Python), sieve's int8 graph": python_peer("ort-embed-int8"),
     "sentence-transformers 5.1.2 (torch 2.5.1)": python_peer("st-embed"),
 }
 EMBED_REFERENCE = "sentence-transformers 5.1.2 (torch 2.5.1)"
@@ -319,7 +326,7 @@ def svg(report: dict, path: Path) -> None:
     height = 30 + len(rows) * (bar_h + 6) + 30
     top = max(r[2] for r in rows)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
-             '<text x="10" y="18" font-weight="bold">Throughput, 2 threads, same ONNX file (documents/s or pairs/s; longer is better)</text>']
+             '<text x="10" y="18" font-weight="bold">Throughput, 2 threads, graphs as named (documents/s or pairs/s; longer is better)</text>']
     y = 30
     for task, name, rate in rows:
         w = (width - left - 80) * rate / top
@@ -345,7 +352,7 @@ def markdown(report: dict) -> str:
         for name, r in t["systems"].items():
             lat = f"{r['p50_ms']:.0f} / {r['p95_ms']:.0f}" if "p50_ms" in r else "—"
             agree = r.get("agreement", "—")
-            kind = "int8" if "int8" in name else "fp32"
+            kind = r.get("precision", "int8" if "int8" in name else "fp32")
             lines.append(f"| {name} | {r['per_s']:.1f} | {', '.join(f'{x:.1f}' for x in r['rounds'])} | {lat} | "
                          f"{sieve_rate / r['per_s']:.2f}× | {agree} | {r['gflops']:.0f} | "
                          f"{100 * r['gflops'] / peak[kind]:.0f}% of {kind} |")
@@ -398,7 +405,7 @@ def main() -> None:
 
     for path, what in [(SIEVE_BENCH, "cargo build --release -p sieve-bench"), (SIEVE, "cargo build --release"),
                        (FASTEMBED, "scripts/setup-bench.sh"), (CROSS_ENCODER, "scripts/setup-bench.sh"),
-                       (PREVIOUS_GRAPH, "../shared (the upstream int8 file)")]:
+                       (FP32_GRAPH, "the checkout's models/")]:
         if not path.exists():
             raise SystemExit(f"{path} is missing: {what}")
     WORK.mkdir(parents=True, exist_ok=True)
@@ -451,6 +458,7 @@ def main() -> None:
         for name in systems:
             s = summarize(samples[task][name])
             s["gflops"] = s["per_s"] * per_item / 1e9
+            s["precision"] = "int8" if task == "embedding" and (name == "sieve" or "int8" in name) else "fp32"
             out = Path(samples[task][name][-1]["out"])
             if task == "embedding":
                 lo, mean = cosines(out, ref_out)
@@ -476,12 +484,11 @@ def main() -> None:
     report["cli"] = {"queries": len(cli_ms), "docs": args.depth, "p50_ms": sorted(cli_ms)[len(cli_ms) // 2], "all_ms": cli_ms}
 
     if not args.no_index:
-        int8 = ["--model", str(BI_ENCODER / "onnx" / "model_qint8.onnx")]
+        fp32 = ["--model", str(FP32_GRAPH)]
         nfcorpus = SHARED / "data" / "nfcorpus"
         report["index"] = {"SciFact": index_bench("scifact", scifact, []),
                            "NFCorpus": index_bench("nfcorpus", nfcorpus, []),
-                           "SciFact, int8 graph (opt-in; no rerank states)": index_bench("scifact-int8", scifact, int8),
-                           "NFCorpus, int8 graph (opt-in; no rerank states)": index_bench("nfcorpus-int8", nfcorpus, int8)}
+                           "SciFact, fp32 graph (no rerank states)": index_bench("scifact-fp32", scifact, fp32)}
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(report, indent=1))
