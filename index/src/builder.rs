@@ -1,6 +1,7 @@
 //! Builds an index directory from Parquet files, atomically.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -9,7 +10,7 @@ use sieve_embed::{BiEncoder, EmbedderConfig, StateCodec};
 
 use crate::bm25::{AnalyzerConfig, Bm25Writer, TANTIVY_BM25};
 use crate::dense::{self, HnswParams};
-use crate::docstore::{DocStoreWriter, StoredDoc};
+use crate::docstore::{DocStore, DocStoreWriter, StoredDoc};
 use crate::ingest::{self, ColumnMapping};
 use crate::manifest::{
     BuildInfo, Counts, DenseInfo, Generation, Manifest, ModelInfo, Models, Source, SourceFile,
@@ -148,7 +149,6 @@ impl IndexBuilder {
         let mut bm25 = Bm25Writer::create(&bm25_dir, &opts.analyzer, opts.threads)?;
         let mut store = DocStoreWriter::create(dir)?;
         let mut seen: HashMap<String, (usize, u64)> = HashMap::new();
-        let mut embed_inputs: Vec<String> = Vec::new();
         let mut column_vectors: Vec<Vec<f32>> = Vec::new();
         let mut rows_per_file = vec![0u64; files.len()];
         let mut ordinal: u32 = 0;
@@ -171,12 +171,8 @@ impl IndexBuilder {
                     }
                     seen.insert(doc.id.clone(), (file_index, doc.row));
                     bm25.add(ordinal, &doc.title, &doc.text)?;
-                    let from_column = doc.vector.is_some();
                     if let Some(v) = doc.vector {
                         column_vectors.push(v);
-                    }
-                    if !from_column || codec.is_some() {
-                        embed_inputs.push(sieve_embed::document_text(&doc.title, &doc.text));
                     }
                     store.append(&StoredDoc {
                         id: doc.id,
@@ -236,19 +232,35 @@ impl IndexBuilder {
             Some(_) => Some(StateStoreWriter::create(dir)?),
             None => None,
         };
+        // The texts are read back from the document store in chunks rather than held from
+        // phase 1, so memory does not grow with the corpus (only the vectors do, for the HNSW).
+        let to_embed = if opts.mapping.vector.is_none() || codec.is_some() {
+            documents
+        } else {
+            0
+        };
+        let stored = DocStore::open(dir)?;
         embed_phase(
             &encoder,
             codec.as_ref().zip(states.as_mut()),
-            &embed_inputs,
+            to_embed,
+            &|range| {
+                range
+                    .map(|i| {
+                        let doc = stored.get(i as u32)?;
+                        Ok(sieve_embed::document_text(&doc.title, &doc.text))
+                    })
+                    .collect()
+            },
             &mut vectors,
             progress,
             &mut phases,
         )?;
+        drop(stored);
         let rerank_states = match (&codec, states) {
             (Some(codec), Some(writer)) => Some(finish_states(codec, writer)?),
             _ => None,
         };
-        drop(embed_inputs);
 
         // Phase 3: HNSW.
         let phase = Instant::now();
@@ -353,27 +365,38 @@ pub(crate) fn open_models(
     Ok((encoder, codec))
 }
 
-/// The embedding phase of a build or an update: embeds `texts` in order, appending to `vectors`
-/// unless they came from a column (`vectors` already holds one per text), and with a codec
-/// compresses every text's token states into the store in the same pass.
+/// Texts `range` of the ones an embedding phase works through, in order.
+pub(crate) type TextSource<'a> = dyn Fn(Range<usize>) -> Result<Vec<String>, IndexError> + 'a;
+
+/// The embedding phase of a build or an update: embeds `count` texts in order, fetched from
+/// `texts` a chunk at a time, appending to `vectors` unless they came from a column (`vectors`
+/// already holds one per text), and with a codec compresses every text's token states into the
+/// store in the same pass.
 pub(crate) fn embed_phase(
     encoder: &BiEncoder,
     states: Option<(&StateCodec, &mut StateStoreWriter)>,
-    texts: &[String],
+    count: usize,
+    texts: &TextSource<'_>,
     vectors: &mut Vec<Vec<f32>>,
     progress: &dyn Progress,
     phases: &mut Vec<(String, f64)>,
 ) -> Result<(), IndexError> {
-    if texts.is_empty() {
+    if count == 0 {
         return Ok(());
     }
     let phase = Instant::now();
-    let keep_vectors = vectors.len() < texts.len();
+    let keep_vectors = vectors.len() < count;
+    let chunks = |size: usize| {
+        (0..count)
+            .step_by(size)
+            .map(move |start| start..(start + size).min(count))
+    };
     match states {
         None => {
-            progress.start("embed", texts.len() as u64);
+            progress.start("embed", count as u64);
             // Chunks bound the tokenizer's memory; inside a chunk texts are length-sorted.
-            for chunk in texts.chunks(4096) {
+            for range in chunks(4096) {
+                let chunk = texts(range)?;
                 let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
                 vectors.extend(
                     encoder.embed_with_progress(&refs, &mut |n| progress.advance(n as u64))?,
@@ -390,8 +413,9 @@ pub(crate) fn embed_phase(
             } else {
                 "rerank states"
             };
-            progress.start(label, texts.len() as u64);
-            for chunk in texts.chunks(256) {
+            progress.start(label, count as u64);
+            for range in chunks(256) {
+                let chunk = texts(range)?;
                 let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
                 for states in
                     encoder.embed_token_states(&refs, None, &mut |n| progress.advance(n as u64))?

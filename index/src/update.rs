@@ -277,7 +277,8 @@ impl IndexBuilder {
             embed_phase(
                 encoder,
                 codec.as_ref().zip(states.as_mut()),
-                &texts,
+                texts.len(),
+                &|range| Ok(texts[range].to_vec()),
                 &mut new_vectors,
                 progress,
                 &mut phases,
