@@ -605,7 +605,9 @@ fn fuzz_http_bodies(index_dir: &Path, rng: &mut Rng) -> Vec<Tally> {
         (
             "http /v1/rerank",
             "/v1/rerank",
-            format!(r#"{{"query":"statins","documents":{docs},"top_n":2,"return_documents":true}}"#),
+            format!(
+                r#"{{"query":"statins","documents":{docs},"top_n":2,"return_documents":true}}"#
+            ),
         ),
         (
             "http /v2/rerank",
@@ -615,7 +617,9 @@ fn fuzz_http_bodies(index_dir: &Path, rng: &mut Rng) -> Vec<Tally> {
         (
             "http /rerank (TEI)",
             "/rerank",
-            format!(r#"{{"query":"statins","texts":{docs},"raw_scores":false,"return_text":true,"truncate":true}}"#),
+            format!(
+                r#"{{"query":"statins","texts":{docs},"raw_scores":false,"return_text":true,"truncate":true}}"#
+            ),
         ),
         (
             "http /weaviate",
@@ -625,7 +629,8 @@ fn fuzz_http_bodies(index_dir: &Path, rng: &mut Rng) -> Vec<Tally> {
         (
             "http /search",
             "/search",
-            r#"{"query":"how do statins lower cholesterol","k":5,"rerank":true,"budget":"fast"}"#.to_string(),
+            r#"{"query":"how do statins lower cholesterol","k":5,"rerank":true,"budget":"fast"}"#
+                .to_string(),
         ),
     ];
     let mut tallies = Vec::new();
