@@ -251,7 +251,11 @@ def test_client_disconnect_cancels_queued_work(texts):
     s = Server("--max-batch-requests", "1")
     try:
         before = s.metric("sieve_cancelled_total")
-        slow = json.dumps({"query": QUERY, "texts": [t + f" variant {i}" for i in range(8) for t in texts]})
+        # The busy request has 400 documents: seconds of work even with the int8 towers on a
+        # fast machine, so the worker is still busy when the last queued client leaves (checked
+        # below, not assumed). The queued ones are small so that they reach the queue at once.
+        slow = json.dumps({"query": QUERY, "texts": [t + f" variant {i}" for i in range(40) for t in texts]})
+        small = json.dumps({"query": QUERY, "texts": texts})
         host, port = s.url.removeprefix("http://").split(":")
         # One request keeps the worker busy; the next ones are queued, then their clients leave.
         busy = threading.Thread(target=post, args=(s, "/rerank", slow, None, True))
@@ -260,11 +264,13 @@ def test_client_disconnect_cancels_queued_work(texts):
         for _ in range(3):
             conn = socket.create_connection((host, int(port)))
             conn.sendall(
-                f"POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Length: {len(slow)}\r\n\r\n{slow}".encode()
+                f"POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Length: {len(small)}\r\n\r\n{small}".encode()
             )
             time.sleep(0.2)
             conn.close()
+        still_busy = busy.is_alive()
         busy.join()
+        assert still_busy, "the busy request ended before the queued clients left: the test proves nothing"
         deadline = time.time() + 60
         while time.time() < deadline and s.metric("sieve_cancelled_total") - before < 3:
             time.sleep(0.5)
