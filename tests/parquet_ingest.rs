@@ -279,6 +279,41 @@ fn malformed_parquet_names_the_file() {
     assert!(msg.contains("nope.parquet"), "{msg}");
 }
 
+/// A mutation of the sample corpus (found by tests/fuzz.rs) on which the Parquet reader panics
+/// ("offset + len out of bounds" decoding definition levels) instead of returning an error.
+#[test]
+fn a_file_the_parquet_reader_panics_on_is_a_clear_error_without_a_panic() {
+    let file = repo_root().join("tests/fixtures/damaged-definition-levels.parquet");
+    let mapping = ColumnMapping {
+        title: Some("title".into()),
+        ..mapping()
+    };
+    let msg = read_all(std::slice::from_ref(&file), &mapping)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("damaged-definition-levels.parquet") && msg.contains("the file is damaged"),
+        "{msg}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("idx");
+    let file_arg = file.to_string_lossy();
+    let output = run_sieve(&[
+        "index",
+        &file_arg,
+        "--out",
+        &out.to_string_lossy(),
+        "--title-col",
+        "title",
+    ]);
+    let (_, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the file is damaged"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.exists(), "no index (partial or whole) is left behind");
+}
+
 fn build(files: &[PathBuf], out: &Path, mapping: ColumnMapping) -> Result<(), IndexError> {
     let mut options = BuildOptions::new(embedder_model());
     options.mapping = mapping;

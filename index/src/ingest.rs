@@ -114,9 +114,23 @@ pub fn count_rows(files: &[PathBuf]) -> Result<u64, IndexError> {
 
 fn open_builder(file: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, IndexError> {
     let handle = File::open(file).map_err(IndexError::io(file))?;
-    ParquetRecordBatchReaderBuilder::try_new(handle).map_err(|e| IndexError::Parquet {
+    parquet_call(file, || ParquetRecordBatchReaderBuilder::try_new(handle))
+}
+
+/// One call into the Parquet reader, its error or panic (on some damaged files it panics
+/// rather than failing: see [`crate::contain`]) turned into an error naming the file.
+fn parquet_call<T, E: std::fmt::Display>(
+    file: &Path,
+    call: impl FnOnce() -> Result<T, E>,
+) -> Result<T, IndexError> {
+    let message = match crate::contain::contained(call) {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(e)) => e.to_string(),
+        Err(panic) => format!("the file is damaged (the Parquet reader failed: {panic})"),
+    };
+    Err(IndexError::Parquet {
         file: file.to_path_buf(),
-        message: e.to_string(),
+        message,
     })
 }
 
@@ -137,20 +151,14 @@ pub fn read_documents(
         let schema = builder.schema().clone();
         let roles = ColumnRoles::resolve(file, &schema, mapping)?;
         let mask = ProjectionMask::roots(builder.parquet_schema(), roles.indices());
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(batch_rows.max(1))
-            .build()
-            .map_err(|e| IndexError::Parquet {
-                file: file.clone(),
-                message: e.to_string(),
-            })?;
+        let mut reader = parquet_call(file, || {
+            builder
+                .with_projection(mask)
+                .with_batch_size(batch_rows.max(1))
+                .build()
+        })?;
         let mut row_base = 0u64;
-        for batch in reader {
-            let batch = batch.map_err(|e| IndexError::Parquet {
-                file: file.clone(),
-                message: e.to_string(),
-            })?;
+        while let Some(batch) = parquet_call(file, || reader.next().transpose())? {
             let docs = roles.extract(file, &batch, row_base, &mut vector_dim)?;
             row_base += batch.num_rows() as u64;
             on_batch(file_index, docs)?;

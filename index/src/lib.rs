@@ -21,6 +21,7 @@
 
 pub mod bm25;
 mod builder;
+pub mod contain;
 pub mod dense;
 pub mod docstore;
 mod error;

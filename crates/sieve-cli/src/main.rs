@@ -44,6 +44,14 @@ enum Command {
 }
 
 fn main() {
+    // A reader panic that sieve contains and reports as an error naming the damaged input is
+    // not printed as a panic too.
+    let report_panic = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !sieve_index::contain::containing_panic() {
+            report_panic(info);
+        }
+    }));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Index(args) => index_cmd::run(args),
