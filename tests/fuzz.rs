@@ -9,8 +9,10 @@
 //! time (a *hang*). The test fails on any crash or hang and prints, per target, the cases tried,
 //! outcomes and the slowest case.
 //!
-//! `FUZZ_CASES` sets the cases per target (default 40, what CI runs); `FUZZ_SEED` the seed;
-//! `FUZZ_REPORT=path.json` writes the table as JSON. `scripts/fuzz.sh N` runs it in release.
+//! `FUZZ_CASES` sets the cases per target (default 40, what CI runs); `FUZZ_SEED` the seed (each
+//! target mixes in its name, so its cases are the same whichever targets run with it);
+//! `FUZZ_PART=i/n` runs every n-th target from the i-th; `FUZZ_REPORT=path.json` writes the
+//! table as JSON. `scripts/fuzz.sh N` runs it in release, one part per core.
 
 mod common;
 
@@ -152,9 +154,10 @@ fn mutate(seed: &[u8], rng: &mut Rng, text: bool) -> Vec<u8> {
 }
 
 /// The outcome counts of one target.
-#[derive(Default)]
 struct Tally {
     name: &'static str,
+    started: Instant,
+    seconds: f64,
     cases: usize,
     accepted: usize,
     refused: usize,
@@ -164,6 +167,26 @@ struct Tally {
 }
 
 impl Tally {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            started: Instant::now(),
+            seconds: 0.0,
+            cases: 0,
+            accepted: 0,
+            refused: 0,
+            crashes: Vec::new(),
+            hangs: Vec::new(),
+            slowest: Duration::ZERO,
+        }
+    }
+
+    /// Records the target's wall time; the tally is complete.
+    fn finish(mut self) -> Self {
+        self.seconds = self.started.elapsed().as_secs_f64();
+        self
+    }
+
     fn run(&mut self, label: String, case: impl FnOnce() -> Result<(), String>) {
         self.cases += 1;
         if std::env::var_os("FUZZ_VERBOSE").is_some() {
@@ -191,6 +214,65 @@ impl Tally {
     }
 }
 
+/// Every target, in the order they run, with its cost in seconds per 1,000 cases measured on
+/// the 2-core development machine (release build). `FUZZ_PART=i/n` runs the i-th of n parts
+/// that split the targets by cost (largest first, each to the least loaded part), so that
+/// `scripts/fuzz.sh` can run one part per core and finish them together.
+const TARGETS: &[(&str, f64)] = &[
+    ("parquet", 0.7),
+    ("corpus jsonl", 0.7),
+    ("queries jsonl", 0.3),
+    ("qrels tsv", 0.3),
+    ("run trec", 0.3),
+    ("qrels trec", 0.3),
+    ("late_joined.json", 0.3),
+    ("state_codec.bin", 0.3),
+    ("tokenizer.json", 2.3),
+    ("onnx truncated", 4.7),
+    ("index dir", 22.7),
+    ("query string", 8.0),
+    ("http /v1/rerank", 4.0),
+    ("http /v2/rerank", 4.0),
+    ("http /rerank (TEI)", 2.0),
+    ("http /weaviate", 3.3),
+    ("http /search", 1.0),
+];
+
+/// Whether this process runs `target` (see [`TARGETS`]).
+fn wanted(target: &str) -> bool {
+    let Ok(part) = std::env::var("FUZZ_PART") else {
+        return true;
+    };
+    let (i, n) = part
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
+        .filter(|(i, n)| i < n)
+        .expect("FUZZ_PART is i/n with i < n, e.g. 0/2");
+    let mut by_cost: Vec<&(&str, f64)> = TARGETS.iter().collect();
+    by_cost.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut load = vec![0.0f64; n];
+    for (name, cost) in by_cost {
+        let lightest = (0..n)
+            .min_by(|&a, &b| load[a].total_cmp(&load[b]))
+            .expect("n > 0");
+        load[lightest] += cost;
+        if *name == target {
+            return lightest == i;
+        }
+    }
+    panic!("target {target} is not listed in TARGETS");
+}
+
+/// The mutation sequence of one target: the seed mixed with the target's name (FNV-1a), so a
+/// target's cases do not depend on which other targets run before it.
+fn rng_for(target: &str) -> Rng {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in target.bytes() {
+        hash = (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    Rng((seed() ^ hash) | 1)
+}
+
 fn cases() -> usize {
     std::env::var("FUZZ_CASES")
         .ok()
@@ -205,23 +287,29 @@ fn seed() -> u64 {
         .unwrap_or(0x5eed)
 }
 
-/// Runs `reader` on `cases()` mutations of `seed_file`, each written to a fresh file `name`.
+/// Runs `reader` on `cases()` mutations of `seed_file`, each written to a fresh file `name`;
+/// `None` when `target` is not in this process's part (`FUZZ_PART`).
 fn fuzz_file(
-    tally: &mut Tally,
+    target: &'static str,
     seed_file: &Path,
     name: &str,
     text: bool,
     dir: &Path,
-    rng: &mut Rng,
     reader: &dyn Fn(&Path) -> Result<(), String>,
-) {
+) -> Option<Tally> {
+    if !wanted(target) {
+        return None;
+    }
+    let mut tally = Tally::new(target);
+    let mut rng = rng_for(target);
     let original = std::fs::read(seed_file).expect("seed file");
     for case in 0..cases() {
-        let bytes = mutate(&original, rng, text);
+        let bytes = mutate(&original, &mut rng, text);
         let path = dir.join(name);
         std::fs::write(&path, &bytes).expect("write case");
         tally.run(format!("{name} case {case}"), || reader(&path));
     }
+    Some(tally.finish())
 }
 
 fn err<E: std::fmt::Display>(e: E) -> String {
@@ -267,80 +355,56 @@ fn every_reader_survives_mutated_input() {
     let root = repo_root();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
-    let mut rng = Rng(seed() | 1);
+    let mut done: Vec<Tally> = Vec::new();
 
     // Parquet bytes: the sample corpus.
     let mapping = ColumnMapping {
         title: Some("title".into()),
         ..ColumnMapping::default()
     };
-    let mut tally = Tally {
-        name: "parquet",
-        ..Tally::default()
-    };
-    fuzz_file(
-        &mut tally,
+    done.extend(fuzz_file(
+        "parquet",
         &sample_corpus(),
         "corpus.parquet",
         false,
         dir,
-        &mut rng,
         &|path| {
             read_documents(&[path.to_path_buf()], &mapping, 64, &mut |_, _| Ok(())).map_err(err)
         },
-    );
-    let mut done = vec![tally];
+    ));
 
     // JSONL corpora (BEIR layout) -> Parquet.
-    let mut tally = Tally {
-        name: "corpus jsonl",
-        ..Tally::default()
-    };
     let out = dir.join("converted.parquet");
-    fuzz_file(
-        &mut tally,
+    done.extend(fuzz_file(
+        "corpus jsonl",
         &root.join("examples/sample/sample.jsonl"),
         "corpus.jsonl",
         true,
         dir,
-        &mut rng,
         &|path| {
             sieve_index::jsonl::beir_jsonl_to_parquet(path, &out)
                 .map(|_| ())
                 .map_err(err)
         },
-    );
-    done.push(tally);
+    ));
 
     // Queries, qrels (BEIR tsv and TREC), runs (TREC).
-    let mut tally = Tally {
-        name: "queries jsonl",
-        ..Tally::default()
-    };
-    fuzz_file(
-        &mut tally,
+    done.extend(fuzz_file(
+        "queries jsonl",
         &root.join("examples/sample/queries.jsonl"),
         "queries.jsonl",
         true,
         dir,
-        &mut rng,
         &|path| sieve_eval::load_beir_queries(path).map(|_| ()).map_err(err),
-    );
-    done.push(tally);
-    let mut tally = Tally {
-        name: "qrels tsv",
-        ..Tally::default()
-    };
-    fuzz_file(
-        &mut tally,
+    ));
+    done.extend(fuzz_file(
+        "qrels tsv",
         &root.join("examples/sample/qrels/test.tsv"),
         "qrels.tsv",
         true,
         dir,
-        &mut rng,
         &|path| sieve_eval::Qrels::load_beir(path).map(|_| ()).map_err(err),
-    );
-    done.push(tally);
+    ));
     let trec_run = dir.join("seed.trec");
     let qrels_trec = dir.join("seed.qrels");
     {
@@ -360,80 +424,51 @@ fn every_reader_survives_mutated_input() {
         std::fs::write(&trec_run, run).unwrap();
         std::fs::write(&qrels_trec, qrels).unwrap();
     }
-    let mut tally = Tally {
-        name: "run trec",
-        ..Tally::default()
-    };
-    fuzz_file(
-        &mut tally,
+    done.extend(fuzz_file(
+        "run trec",
         &trec_run,
         "run.trec",
         true,
         dir,
-        &mut rng,
         &|path| sieve_eval::Run::load_trec(path).map(|_| ()).map_err(err),
-    );
-    done.push(tally);
-    let mut tally = Tally {
-        name: "qrels trec",
-        ..Tally::default()
-    };
-    fuzz_file(
-        &mut tally,
+    ));
+    done.extend(fuzz_file(
+        "qrels trec",
         &qrels_trec,
         "qrels.trec",
         true,
         dir,
-        &mut rng,
         &|path| sieve_eval::Qrels::load_trec(path).map(|_| ()).map_err(err),
-    );
-    done.push(tally);
+    ));
 
     // Model files: late_joined.json, the state codec, tokenizer.json.
     let lj = root.join("models/sieve-ce-minilm-l6-lj");
-    let mut tally = Tally {
-        name: "late_joined.json",
-        ..Tally::default()
-    };
-    fuzz_file(
-        &mut tally,
+    done.extend(fuzz_file(
+        "late_joined.json",
         &lj.join("late_joined.json"),
         "late_joined.json",
         true,
         dir,
-        &mut rng,
         &|path| {
             sieve_rerank_onnx::LateJoinedManifest::read(path)
                 .map(|_| ())
                 .map_err(err)
         },
-    );
-    done.push(tally);
-    let mut tally = Tally {
-        name: "state_codec.bin",
-        ..Tally::default()
-    };
-    fuzz_file(
-        &mut tally,
+    ));
+    done.extend(fuzz_file(
+        "state_codec.bin",
         &lj.join("state_codec.bin"),
         "state_codec.bin",
         false,
         dir,
-        &mut rng,
         &|path| sieve_embed::StateCodec::open(path).map(|_| ()).map_err(err),
-    );
-    done.push(tally);
-    let mut tally = Tally {
-        name: "tokenizer.json",
-        ..Tally::default()
-    };
-    fuzz_file(
-        &mut tally,
+    ));
+    done.extend(fuzz_file(
+        "tokenizer.json",
         &embedder_model().join("tokenizer.json"),
         "tokenizer.json",
         true,
         dir,
-        &mut rng,
         &|path| {
             let tokenizer = sieve_embed::load_tokenizer(path, 256).map_err(err)?;
             tokenizer
@@ -441,15 +476,13 @@ fn every_reader_survives_mutated_input() {
                 .map(|_| ())
                 .map_err(err)
         },
-    );
-    done.push(tally);
+    ));
 
-    // Truncated ONNX graphs (the bi-encoder), a few cases: each writes a prefix of 23 MB.
-    let mut tally = Tally {
-        name: "onnx truncated",
-        ..Tally::default()
-    };
-    {
+    // Truncated ONNX graphs (the bi-encoder), a tenth of the cases: each writes a prefix of
+    // the 35 MB file and opens it.
+    if wanted("onnx truncated") {
+        let mut tally = Tally::new("onnx truncated");
+        let mut rng = rng_for(tally.name);
         let onnx = std::fs::read(embedder_model().join("onnx/model.onnx")).unwrap();
         let model = dir.join("model");
         copy_dir(&embedder_model(), &model);
@@ -466,100 +499,102 @@ fn every_reader_survives_mutated_input() {
                     .map_err(err)
             });
         }
+        done.push(tally.finish());
     }
-    done.push(tally);
 
     // Index directories: one file removed, truncated or bit-flipped, then opened and searched.
     let index = sample_index();
-    let mut tally = Tally {
-        name: "index dir",
-        ..Tally::default()
-    };
-    let files: Vec<PathBuf> = files_below(index)
-        .into_iter()
-        .map(|f| f.strip_prefix(index).unwrap().to_path_buf())
-        .collect();
-    for case in 0..cases() {
-        let copy = dir.join(format!("idx-{case}"));
-        copy_dir(index, &copy);
-        let victim = copy.join(&files[rng.below(files.len())]);
-        let bytes = std::fs::read(&victim).unwrap();
-        match rng.below(3) {
-            0 => std::fs::remove_file(&victim).unwrap(),
-            1 => std::fs::write(&victim, &bytes[..rng.below(bytes.len().max(1))]).unwrap(),
-            _ => std::fs::write(&victim, mutate(&bytes, &mut rng, false)).unwrap(),
-        }
-        let label = format!(
-            "index case {case} ({})",
-            victim.strip_prefix(&copy).unwrap().display()
-        );
-        tally.run(label, || {
-            let engine = Sieve::open(&copy).map_err(err)?;
-            search_all_modes(&engine, "how do statins lower cholesterol")?;
-            let opened = SieveIndex::open(&copy).map_err(err)?;
-            for ordinal in 0..opened.len() as u32 {
-                opened.docs.get(ordinal).map_err(err)?;
-                if let Some(states) = &opened.states {
-                    states.get(ordinal).map_err(err)?;
-                }
+    if wanted("index dir") {
+        let mut tally = Tally::new("index dir");
+        let mut rng = rng_for(tally.name);
+        let files: Vec<PathBuf> = files_below(index)
+            .into_iter()
+            .map(|f| f.strip_prefix(index).unwrap().to_path_buf())
+            .collect();
+        for case in 0..cases() {
+            let copy = dir.join(format!("idx-{case}"));
+            copy_dir(index, &copy);
+            let victim = copy.join(&files[rng.below(files.len())]);
+            let bytes = std::fs::read(&victim).unwrap();
+            match rng.below(3) {
+                0 => std::fs::remove_file(&victim).unwrap(),
+                1 => std::fs::write(&victim, &bytes[..rng.below(bytes.len().max(1))]).unwrap(),
+                _ => std::fs::write(&victim, mutate(&bytes, &mut rng, false)).unwrap(),
             }
-            Ok(())
-        });
-        let _ = std::fs::remove_dir_all(&copy);
+            let label = format!(
+                "index case {case} ({})",
+                victim.strip_prefix(&copy).unwrap().display()
+            );
+            tally.run(label, || {
+                let engine = Sieve::open(&copy).map_err(err)?;
+                search_all_modes(&engine, "how do statins lower cholesterol")?;
+                let opened = SieveIndex::open(&copy).map_err(err)?;
+                for ordinal in 0..opened.len() as u32 {
+                    opened.docs.get(ordinal).map_err(err)?;
+                    if let Some(states) = &opened.states {
+                        states.get(ordinal).map_err(err)?;
+                    }
+                }
+                Ok(())
+            });
+            let _ = std::fs::remove_dir_all(&copy);
+        }
+        done.push(tally.finish());
     }
-    done.push(tally);
 
     // Query strings against the real sample index.
-    let engine = Sieve::open(index).unwrap();
-    let mut tally = Tally {
-        name: "query string",
-        ..Tally::default()
-    };
-    let seeds = std::fs::read_to_string(root.join("examples/sample/queries.jsonl")).unwrap();
-    for case in 0..cases() {
-        let base = seeds.lines().nth(case % 24).unwrap_or("q").as_bytes();
-        let query = match case % 5 {
-            0 => "the of and to a in is it".to_string(),
-            1 => "x".repeat(1 << 20),
-            _ => String::from_utf8_lossy(&mutate(base, &mut rng, true)).into_owned(),
-        };
-        tally.run(format!("query case {case} ({} bytes)", query.len()), || {
-            search_all_modes(&engine, &query)
-        });
+    if wanted("query string") {
+        let engine = Sieve::open(index).unwrap();
+        let mut tally = Tally::new("query string");
+        let mut rng = rng_for(tally.name);
+        let seeds = std::fs::read_to_string(root.join("examples/sample/queries.jsonl")).unwrap();
+        for case in 0..cases() {
+            let base = seeds.lines().nth(case % 24).unwrap_or("q").as_bytes();
+            let query = match case % 5 {
+                0 => "the of and to a in is it".to_string(),
+                1 => "x".repeat(1 << 20),
+                _ => String::from_utf8_lossy(&mutate(base, &mut rng, true)).into_owned(),
+            };
+            tally.run(format!("query case {case} ({} bytes)", query.len()), || {
+                search_all_modes(&engine, &query)
+            });
+        }
+        done.push(tally.finish());
     }
-    done.push(tally);
 
     // HTTP bodies per route, through `sieve serve`'s router in process (the bundled reranker and
     // the sample index; default limits). A panic or a 500 is a crash; 4xx is a refusal.
-    for tally in fuzz_http_bodies(index, &mut rng) {
-        done.push(tally);
-    }
+    done.extend(fuzz_http_bodies(index));
 
     // The table, and the JSON report when asked.
     println!(
-        "{:<18} {:>6} {:>9} {:>8} {:>8} {:>6} {:>11}",
-        "target", "cases", "accepted", "refused", "crashes", "hangs", "slowest ms"
+        "{:<18} {:>6} {:>9} {:>8} {:>8} {:>6} {:>11} {:>9}",
+        "target", "cases", "accepted", "refused", "crashes", "hangs", "slowest ms", "seconds"
     );
     let mut rows = Vec::new();
     for t in &done {
         println!(
-            "{:<18} {:>6} {:>9} {:>8} {:>8} {:>6} {:>11.1}",
+            "{:<18} {:>6} {:>9} {:>8} {:>8} {:>6} {:>11.1} {:>9.1}",
             t.name,
             t.cases,
             t.accepted,
             t.refused,
             t.crashes.len(),
             t.hangs.len(),
-            t.slowest.as_secs_f64() * 1e3
+            t.slowest.as_secs_f64() * 1e3,
+            t.seconds
         );
+        let position = TARGETS.iter().position(|(name, _)| *name == t.name);
         rows.push(serde_json::json!({
-            "target": t.name, "cases": t.cases, "accepted": t.accepted, "refused": t.refused,
+            "target": t.name, "position": position, "cases": t.cases, "accepted": t.accepted, "refused": t.refused,
             "crashes": t.crashes, "hangs": t.hangs, "slowest_ms": t.slowest.as_secs_f64() * 1e3,
+            "seconds": t.seconds,
         }));
     }
     if let Ok(path) = std::env::var("FUZZ_REPORT") {
         let report = serde_json::json!({
             "cases_per_target": cases(), "seed": seed(), "hang_threshold_s": HANG.as_secs(),
+            "part": std::env::var("FUZZ_PART").unwrap_or_else(|_| "0/1".into()),
             "targets": rows,
         });
         std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
@@ -571,10 +606,17 @@ fn every_reader_survives_mutated_input() {
 }
 
 /// One target per scoring route: mutations of a valid body of that route's protocol.
-fn fuzz_http_bodies(index_dir: &Path, rng: &mut Rng) -> Vec<Tally> {
+fn fuzz_http_bodies(index_dir: &Path) -> Vec<Tally> {
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;
+
+    if !TARGETS
+        .iter()
+        .any(|(t, _)| t.starts_with("http ") && wanted(t))
+    {
+        return Vec::new();
+    }
 
     let reranker_dir = repo_root().join("models/sieve-ce-minilm-l6-lj");
     let encoder = std::sync::Arc::new(
@@ -634,13 +676,11 @@ fn fuzz_http_bodies(index_dir: &Path, rng: &mut Rng) -> Vec<Tally> {
         ),
     ];
     let mut tallies = Vec::new();
-    for (name, route, seed_body) in routes {
-        let mut tally = Tally {
-            name,
-            ..Tally::default()
-        };
+    for (name, route, seed_body) in routes.into_iter().filter(|(name, _, _)| wanted(name)) {
+        let mut tally = Tally::new(name);
+        let mut rng = rng_for(name);
         for case in 0..cases() {
-            let body = mutate(seed_body.as_bytes(), rng, true);
+            let body = mutate(seed_body.as_bytes(), &mut rng, true);
             let request = Request::post(route)
                 .header("content-type", "application/json")
                 .body(Body::from(body))
@@ -665,7 +705,7 @@ fn fuzz_http_bodies(index_dir: &Path, rng: &mut Rng) -> Vec<Tally> {
                 }
             });
         }
-        tallies.push(tally);
+        tallies.push(tally.finish());
     }
     tallies
 }
