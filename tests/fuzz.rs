@@ -11,8 +11,9 @@
 //!
 //! `FUZZ_CASES` sets the cases per target (default 40, what CI runs); `FUZZ_SEED` the seed (each
 //! target mixes in its name, so its cases are the same whichever targets run with it);
-//! `FUZZ_PART=i/n` runs every n-th target from the i-th; `FUZZ_REPORT=path.json` writes the
-//! table as JSON. `scripts/fuzz.sh N` runs it in release, one part per core.
+//! `FUZZ_PART=i/n` runs the i-th of n parts, `FUZZ_TARGET=name` one target;
+//! `FUZZ_SAVE_CRASHES=dir` keeps crashing inputs; `FUZZ_REPORT=path.json` writes the table as
+//! JSON. `scripts/fuzz.sh N` runs it in release, one part per core.
 
 mod common;
 
@@ -238,8 +239,11 @@ const TARGETS: &[(&str, f64)] = &[
     ("http /search", 1.0),
 ];
 
-/// Whether this process runs `target` (see [`TARGETS`]).
+/// Whether this process runs `target` (see [`TARGETS`]; `FUZZ_TARGET=name` runs only that one).
 fn wanted(target: &str) -> bool {
+    if let Ok(only) = std::env::var("FUZZ_TARGET") {
+        return only == target;
+    }
     let Ok(part) = std::env::var("FUZZ_PART") else {
         return true;
     };
@@ -307,9 +311,23 @@ fn fuzz_file(
         let bytes = mutate(&original, &mut rng, text);
         let path = dir.join(name);
         std::fs::write(&path, &bytes).expect("write case");
+        let crashes = tally.crashes.len();
         tally.run(format!("{name} case {case}"), || reader(&path));
+        if tally.crashes.len() > crashes {
+            save_crash(target, case, &bytes);
+        }
     }
     Some(tally.finish())
+}
+
+/// With `FUZZ_SAVE_CRASHES=dir`, keeps a crashing input as `dir/<target> <case>` (to reproduce
+/// it, or to make it a regression fixture).
+fn save_crash(target: &str, case: usize, bytes: &[u8]) {
+    if let Some(dir) = std::env::var_os("FUZZ_SAVE_CRASHES") {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).expect("crash directory");
+        std::fs::write(dir.join(format!("{target} {case}")), bytes).expect("save crash");
+    }
 }
 
 fn err<E: std::fmt::Display>(e: E) -> String {
@@ -356,6 +374,14 @@ fn every_reader_survives_mutated_input() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let mut done: Vec<Tally> = Vec::new();
+    // As `sieve` does: a reader panic that sieve contains (and reports as an error) is not
+    // printed, so every panic message in the output is a crash.
+    let report_panic = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !sieve_core::contain::containing_panic() {
+            report_panic(info);
+        }
+    }));
 
     // Parquet bytes: the sample corpus.
     let mapping = ColumnMapping {

@@ -97,6 +97,51 @@ fn a_window_smaller_than_k_is_followed_by_the_fused_order() {
     assert_eq!(tail, vec![4, 5, 6]);
 }
 
+/// tokenizers panics (`expect("Helper")`) on a `decoder` section that is not valid JSON, where it
+/// should return an error (found by tests/fuzz.rs): sieve reports it as a damaged file.
+#[test]
+fn cli_reports_a_damaged_tokenizer_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["config.json", "model.onnx"] {
+        std::fs::copy(toy_reranker().join(file), dir.path().join(file)).unwrap();
+    }
+    let tokenizer = std::fs::read_to_string(toy_reranker().join("tokenizer.json")).unwrap();
+    let decoder = "\"decoder\":{\"type\":\"WordPiece\",\"prefix\":";
+    assert!(
+        tokenizer.contains(decoder),
+        "the fixture's decoder section moved"
+    );
+    let damaged = tokenizer.replacen(
+        decoder,
+        "\"decoder\":{\"type\":\"WordPiece\",\"prefix\" ",
+        1,
+    );
+    let damaged_file = dir.path().join("tokenizer.json");
+    std::fs::write(&damaged_file, damaged).unwrap();
+
+    let message = sieve_embed::load_tokenizer(&damaged_file, 128)
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("the file is damaged"), "{message}");
+
+    let index = sample_index().to_str().unwrap().to_string();
+    let output = run_sieve(&[
+        "search",
+        &index,
+        "statins",
+        "--rerank",
+        "--reranker",
+        dir.path().to_str().unwrap(),
+    ]);
+    let (_, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("tokenizer.json") && stderr.contains("the file is damaged"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn cli_reports_an_unloadable_reranker() {
     let dir = tempfile::tempdir().unwrap();

@@ -118,12 +118,12 @@ fn open_builder(file: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, In
 }
 
 /// One call into the Parquet reader, its error or panic (on some damaged files it panics
-/// rather than failing: see [`crate::contain`]) turned into an error naming the file.
+/// rather than failing: see [`sieve_core::contain`]) turned into an error naming the file.
 fn parquet_call<T, E: std::fmt::Display>(
     file: &Path,
     call: impl FnOnce() -> Result<T, E>,
 ) -> Result<T, IndexError> {
-    let message = match crate::contain::contained(call) {
+    let message = match sieve_core::contain::contained(call) {
         Ok(Ok(value)) => return Ok(value),
         Ok(Err(e)) => e.to_string(),
         Err(panic) => format!("the file is damaged (the Parquet reader failed: {panic})"),

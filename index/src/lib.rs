@@ -21,7 +21,6 @@
 
 pub mod bm25;
 mod builder;
-pub mod contain;
 pub mod dense;
 pub mod docstore;
 mod error;

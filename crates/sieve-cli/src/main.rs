@@ -48,7 +48,7 @@ fn main() {
     // not printed as a panic too.
     let report_panic = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if !sieve_index::contain::containing_panic() {
+        if !sieve_core::contain::containing_panic() {
             report_panic(info);
         }
     }));

@@ -6,6 +6,7 @@
 //! touching the pipeline. Everything here is `Send + Sync` so a pipeline can be shared across
 //! threads and tokio tasks.
 
+pub mod contain;
 pub mod fusion;
 pub mod rerank;
 pub mod states;

@@ -512,6 +512,17 @@ pub fn l2_normalise(v: &mut [f32]) {
     }
 }
 
+/// Parses `tokenizer.json` as it is (no truncation or padding changed). Its error or panic
+/// (tokenizers unwraps some of its own deserialization errors: a damaged `decoder` section
+/// panics, see [`sieve_core::contain`]) comes back as a message.
+pub fn read_tokenizer_file(path: &Path) -> Result<Tokenizer, String> {
+    match sieve_core::contain::contained(|| Tokenizer::from_file(path)) {
+        Ok(Ok(tokenizer)) => Ok(tokenizer),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => Err(format!("the file is damaged ({panic})")),
+    }
+}
+
 /// Loads `tokenizer.json`, truncating to `max_length` and with padding switched off (batches are
 /// padded to their own longest text, not to a fixed length).
 pub fn load_tokenizer(path: &Path, max_length: usize) -> Result<Tokenizer, EmbedError> {
@@ -522,7 +533,7 @@ pub fn load_tokenizer(path: &Path, max_length: usize) -> Result<Tokenizer, Embed
     if !path.is_file() {
         return Err(err("file not found".into()));
     }
-    let mut tokenizer = Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
+    let mut tokenizer = read_tokenizer_file(path).map_err(err)?;
     tokenizer.with_padding(None);
     tokenizer
         .with_truncation(Some(TruncationParams {

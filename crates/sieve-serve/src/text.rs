@@ -39,8 +39,12 @@ pub struct TokenCounter {
 impl TokenCounter {
     /// Loads `tokenizer.json`.
     pub fn open(path: &Path) -> Result<Self, String> {
-        let mut tokenizer = Tokenizer::from_file(path)
-            .map_err(|e| format!("cannot load the tokenizer {}: {e}", path.display()))?;
+        // tokenizers panics on some damaged files (see sieve_core::contain): an error too.
+        let loaded = sieve_core::contain::contained(|| Tokenizer::from_file(path))
+            .map_err(|panic| format!("the file is damaged ({panic})"))
+            .and_then(|read| read.map_err(|e| e.to_string()));
+        let mut tokenizer =
+            loaded.map_err(|e| format!("cannot load the tokenizer {}: {e}", path.display()))?;
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(None)

@@ -1,8 +1,9 @@
 //! Containing panics of third-party readers on damaged input.
 //!
-//! The Parquet reader is meant to return errors on malformed files, but fuzzing
-//! (`tests/fuzz.rs`) found files on which it panics instead (arrow-buffer's "offset + len out of
-//! bounds" while decoding damaged definition levels). [`contained`] runs such a call, turns a
+//! The Parquet and tokenizer readers are meant to return errors on malformed files, but fuzzing
+//! (`tests/fuzz.rs`) found files on which they panic instead (arrow-buffer's "offset + len out
+//! of bounds" while decoding damaged definition levels; tokenizers' decoder deserializer
+//! unwrapping its own error). [`contained`] runs such a call, turns a
 //! panic into an error message, and marks the thread while it runs so that a binary's panic
 //! hook can stay silent about a panic that becomes a clear error ([`containing_panic`]).
 
@@ -14,7 +15,7 @@ thread_local! {
 }
 
 /// Runs `call`; a panic inside it comes back as `Err(message)` instead of unwinding further.
-pub(crate) fn contained<T>(call: impl FnOnce() -> T) -> Result<T, String> {
+pub fn contained<T>(call: impl FnOnce() -> T) -> Result<T, String> {
     let was = CONTAINING.with(|c| c.replace(true));
     let outcome = catch_unwind(AssertUnwindSafe(call));
     CONTAINING.with(|c| c.set(was));
