@@ -12,7 +12,7 @@
 //! `FUZZ_CASES` sets the cases per target (default 40, what CI runs); `FUZZ_SEED` the seed (each
 //! target mixes in its name, so its cases are the same whichever targets run with it);
 //! `FUZZ_PART=i/n` runs the i-th of n parts, `FUZZ_TARGET=name` one target;
-//! `FUZZ_SAVE_CRASHES=dir` keeps crashing inputs; `FUZZ_REPORT=path.json` writes the table as
+//! `FUZZ_SAVE_CRASHES=dir` keeps crashing and hanging inputs; `FUZZ_REPORT=path.json` writes the table as
 //! JSON. `scripts/fuzz.sh N` runs it in release, one part per core.
 
 mod common;
@@ -311,17 +311,17 @@ fn fuzz_file(
         let bytes = mutate(&original, &mut rng, text);
         let path = dir.join(name);
         std::fs::write(&path, &bytes).expect("write case");
-        let crashes = tally.crashes.len();
+        let failures = tally.crashes.len() + tally.hangs.len();
         tally.run(format!("{name} case {case}"), || reader(&path));
-        if tally.crashes.len() > crashes {
+        if tally.crashes.len() + tally.hangs.len() > failures {
             save_crash(target, case, &bytes);
         }
     }
     Some(tally.finish())
 }
 
-/// With `FUZZ_SAVE_CRASHES=dir`, keeps a crashing input as `dir/<target> <case>` (to reproduce
-/// it, or to make it a regression fixture).
+/// With `FUZZ_SAVE_CRASHES=dir`, keeps a crashing or hanging input as `dir/<target> <case>` (to
+/// reproduce it, or to make it a regression fixture).
 fn save_crash(target: &str, case: usize, bytes: &[u8]) {
     if let Some(dir) = std::env::var_os("FUZZ_SAVE_CRASHES") {
         let dir = PathBuf::from(dir);

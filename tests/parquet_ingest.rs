@@ -314,6 +314,25 @@ fn a_file_the_parquet_reader_panics_on_is_a_clear_error_without_a_panic() {
     assert!(!out.exists(), "no index (partial or whole) is left behind");
 }
 
+/// A mutation of the sample corpus (found by tests/fuzz.rs) whose page header has a damaged
+/// Thrift list length: the Parquet reader skipped it with one `read` per element past the end
+/// of the file (4 million reads, 25 s). It is refused at the first read past the end.
+#[test]
+fn a_page_header_reaching_past_the_end_is_refused_at_once() {
+    let file = repo_root().join("tests/fixtures/page-header-list-past-end.parquet");
+    let mapping = ColumnMapping {
+        title: Some("title".into()),
+        ..mapping()
+    };
+    let msg = read_all(std::slice::from_ref(&file), &mapping)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("page-header-list-past-end.parquet") && msg.contains("past the end"),
+        "{msg}"
+    );
+}
+
 fn build(files: &[PathBuf], out: &Path, mapping: ColumnMapping) -> Result<(), IndexError> {
     let mut options = BuildOptions::new(embedder_model());
     options.mapping = mapping;

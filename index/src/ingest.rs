@@ -112,9 +112,63 @@ pub fn count_rows(files: &[PathBuf]) -> Result<u64, IndexError> {
     Ok(total)
 }
 
-fn open_builder(file: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, IndexError> {
+fn open_builder(file: &Path) -> Result<ParquetRecordBatchReaderBuilder<InputFile>, IndexError> {
     let handle = File::open(file).map_err(IndexError::io(file))?;
-    parquet_call(file, || ParquetRecordBatchReaderBuilder::try_new(handle))
+    let len = handle.metadata().map_err(IndexError::io(file))?.len();
+    parquet_call(file, || {
+        ParquetRecordBatchReaderBuilder::try_new(InputFile { file: handle, len })
+    })
+}
+
+/// A Parquet file to read, whose sequential readers fail on a read past its end instead of
+/// returning 0 bytes. The Parquet reader skips unknown Thrift fields of a page header with
+/// `io::copy`, which takes 0 bytes as "done" and goes on: a damaged list length in a header
+/// made it issue one read per list element past the end of the file (4 million `read` calls,
+/// 25 s, found by tests/fuzz.rs; a length up to 2^31 would take hours). With this, the first
+/// read past the end stops the header and the file is refused at once.
+struct InputFile {
+    file: File,
+    len: u64,
+}
+
+impl parquet::file::reader::Length for InputFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl parquet::file::reader::ChunkReader for InputFile {
+    type T = std::io::BufReader<PastEndFails>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = self.file.try_clone()?;
+        file.seek(SeekFrom::Start(start))?;
+        let rest = file.take(self.len.saturating_sub(start));
+        Ok(std::io::BufReader::new(PastEndFails(rest)))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        self.file.get_bytes(start, length)
+    }
+}
+
+/// See [`InputFile`]: a read that finds no byte left is an error, not an end.
+struct PastEndFails(std::io::Take<File>);
+
+impl std::io::Read for PastEndFails {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        match self.0.read(buf)? {
+            0 => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "a page header reaches past the end of the file",
+            )),
+            n => Ok(n),
+        }
+    }
 }
 
 /// One call into the Parquet reader, its error or panic (on some damaged files it panics
