@@ -16,13 +16,18 @@
 //! `k` and fetches their documents. [`Sieve`] is `Send + Sync`: share it in an `Arc` across
 //! threads, or call [`Sieve::search_async`] from tokio (the work runs on the blocking pool).
 
+mod error;
 mod pipeline;
+mod request;
+mod rerank_stage;
+mod response;
 mod retrievers;
 
-pub use pipeline::{
-    BlendChoice, FirstStage, Hit, Mode, OpenOptions, RerankReport, RerankSettings, SearchRequest,
-    SearchResponse, Sieve, SieveError, Timings, rerank_order, rerank_window, stored_states,
-};
+pub use error::SieveError;
+pub use pipeline::{OpenOptions, Sieve};
+pub use request::{BlendChoice, Mode, RerankSettings, SearchRequest};
+pub use rerank_stage::{rerank_order, rerank_window, stored_states};
+pub use response::{FirstStage, Hit, RerankReport, SearchResponse, Timings};
 pub use retrievers::{Bm25Retriever, DenseRetriever};
 pub use sieve_core::{
     Budget, Candidate, CascadeStep, DocStates, ExitScore, ExitTrace, FusedCandidate, Fusion,
