@@ -17,7 +17,7 @@
 //! * **Segmented (Matryoshka) model directory**: [`MANIFEST_FILE`], `tokenizer.json` and one ONNX
 //!   graph per segment (int8 or fp32, see [`Precision`]); scoring at an exit runs only the
 //!   segments up to it, and [`sieve_core::Budget`]s choose exits and cascades per call
-//!   ([`Reranker::rerank_budgeted`]). Maximum length, query cap and per-head calibration come from
+//!   ([`Reranker::rerank_budgeted`](sieve_core::Reranker::rerank_budgeted)). Maximum length, query cap and per-head calibration come from
 //!   the manifest. The order of a cascade's output is given by [`cascade_order`]. With a measured
 //!   [`CostTable`] ([`COST_FILE`], see [`CrossEncoder::measure_costs`]), latency budgets pick the
 //!   deepest plan predicted to fit.
@@ -40,26 +40,28 @@
 //!   `sigmoid(raw)`, or `sigmoid(raw / T + b)` when the model has a calibration (a calibration
 //!   file, or per head in a Matryoshka manifest).
 
+mod calibration;
+mod config;
 mod cost;
+mod cost_check;
 mod encode;
 mod io;
 mod late_joined;
 mod matryoshka;
+mod scoring;
 mod single;
 mod windows;
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use sieve_core::{
-    Budget, PruneBlend, RerankDoc, RerankError, RerankOutput, RerankScore, RerankStats, Reranker,
-    sigmoid,
-};
+use sieve_core::{Budget, RerankDoc, RerankError};
 pub use sieve_onnx::{Device, SessionOptions};
 
+pub use calibration::{CALIBRATION_FILE, Calibration};
+pub use config::{CrossEncoderConfig, DEFAULT_MAX_LENGTH, DEFAULT_MAX_WINDOWS, Precision};
 pub use cost::{COST_FILE, COST_FORMAT, CostOptions, CostTable, SegmentCost};
+pub use cost_check::{CostCheck, CostCheckOptions, CostCheckRow};
 pub use late_joined::{
     BlockSpec, CodecSpec, LATE_JOINED_FILE, LATE_JOINED_FORMAT, LateJoinedManifest, TowerSpec,
     state_codec_of,
@@ -70,143 +72,11 @@ pub use matryoshka::{
 };
 pub use windows::{WindowAggregation, plan_windows};
 
+use config::{resolve_max_length, validate_config};
 use encode::{PairEncoder, check_room, load_pair_tokenizer};
 use late_joined::LateJoined;
-use matryoshka::{Matryoshka, Runner};
+use matryoshka::Matryoshka;
 use single::SingleGraph;
-
-/// The longest sequence used when the model does not say otherwise, and the cap on what
-/// `config.json` may ask for (BERT-family position tables hold 512 positions).
-pub const DEFAULT_MAX_LENGTH: usize = 512;
-
-/// Windows per long document when neither the caller nor the model's manifest says otherwise.
-pub const DEFAULT_MAX_WINDOWS: usize = 8;
-
-/// The optional calibration file of a model directory: `{"temperature": T, "bias": b}`.
-pub const CALIBRATION_FILE: &str = "sieve_calibration.json";
-
-/// Which graphs of a segmented (Matryoshka) model to load; single-graph models load the file they
-/// are given. When the preferred file of a segment is missing, the other precision's is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Precision {
-    /// Int8 graphs on the CPU (faster there), fp32 graphs on CUDA (default).
-    #[default]
-    Auto,
-    /// The int8 graphs (`file_int8` in the manifest).
-    Int8,
-    /// The fp32 graphs (`file` in the manifest).
-    Fp32,
-}
-
-/// How to load and run a [`CrossEncoder`].
-#[derive(Debug, Clone)]
-pub struct CrossEncoderConfig {
-    /// Longest (query, window) sequence in tokens, special tokens included. `None` (default):
-    /// the model directory's `config.json` `max_position_embeddings` (less the two positions
-    /// RoBERTa-family models reserve), capped at [`DEFAULT_MAX_LENGTH`]; without a
-    /// `config.json`, [`DEFAULT_MAX_LENGTH`]. For a Matryoshka model, the manifest's
-    /// `max_length`, which a value given here can only lower.
-    pub max_length: Option<usize>,
-    /// The query is cut to this many tokens (special tokens not counted) before the document gets
-    /// the rest of `max_length`. Default 64: queries are short, documents need the room. Not used
-    /// by Matryoshka models, whose manifest's `query_cap` is what they were trained with.
-    pub query_max_tokens: usize,
-    /// Distance in tokens between the starts of consecutive windows of a long document. `None`
-    /// (default): half the document budget, so windows overlap by half and any passage up to
-    /// half a window long is seen whole by some window. Clamped to `1..=budget`.
-    pub window_stride: Option<usize>,
-    /// The most windows scored per document; see [`plan_windows`] for which windows are chosen
-    /// when a document needs more. 1 means plain truncation. `None` (default): the Matryoshka
-    /// manifest's `max_windows` (what the model was trained with), else
-    /// [`DEFAULT_MAX_WINDOWS`].
-    pub max_windows: Option<usize>,
-    /// How window scores are combined (default: the best window).
-    pub aggregation: WindowAggregation,
-    /// Upper bound on `rows × padded length` per model call. Default 512 tokens, tuned on a 2-core
-    /// CPU, where small calls stay in cache (a 100-pair DL19 window scores 1.66× faster than in
-    /// calls of 8,192 tokens; docs/bench); a GPU wants far larger calls (`--batch-tokens`).
-    pub batch_tokens: usize,
-    /// Upper bound on rows per model call (default 64).
-    pub max_batch: usize,
-    /// Session settings: threads (default: every core) and device (default: CPU).
-    pub session: SessionOptions,
-    /// Int8 or fp32 graphs for Matryoshka models (default: int8 on CPU, fp32 on CUDA).
-    pub precision: Precision,
-    /// Named budget profiles that replace or add to a Matryoshka manifest's (name → an exit
-    /// `L:W` or a cascade `K@L[:W],...`), so a deployment can tune its plans without editing the
-    /// model directory. Empty by default; not used by single-graph models.
-    pub profiles: BTreeMap<String, String>,
-    /// The profile [`Budget::Default`] runs, replacing the manifest's `default_profile`.
-    pub default_profile: Option<String>,
-}
-
-impl Default for CrossEncoderConfig {
-    fn default() -> Self {
-        Self {
-            max_length: None,
-            query_max_tokens: 64,
-            window_stride: None,
-            max_windows: None,
-            aggregation: WindowAggregation::Max,
-            batch_tokens: 512,
-            max_batch: 64,
-            session: SessionOptions::default(),
-            precision: Precision::Auto,
-            profiles: BTreeMap::new(),
-            default_profile: None,
-        }
-    }
-}
-
-/// A score calibration fitted for a model, read from [`CALIBRATION_FILE`] in its directory (or,
-/// per head, from a Matryoshka manifest): `calibrated = sigmoid(raw / temperature + bias)`
-/// (temperature scaling plus a shift, the Platt-style correction that makes `calibrated` track
-/// the probability of relevance, so that thresholds such as `--min-score` mean the same thing
-/// across models).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Calibration {
-    /// Divides the raw logit; must be finite and positive. Default 1.
-    #[serde(default = "one")]
-    pub temperature: f32,
-    /// Added after the division; must be finite. Default 0.
-    #[serde(default)]
-    pub bias: f32,
-}
-
-fn one() -> f32 {
-    1.0
-}
-
-impl Calibration {
-    /// The calibrated score of a raw logit.
-    pub fn apply(&self, raw: f32) -> f32 {
-        sigmoid(raw / self.temperature + self.bias)
-    }
-
-    /// Checks that the temperature is finite and positive and the bias finite.
-    pub fn check(&self) -> Result<(), String> {
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return Err(format!(
-                "temperature must be finite and positive, got {}",
-                self.temperature
-            ));
-        }
-        if !self.bias.is_finite() {
-            return Err(format!("bias must be finite, got {}", self.bias));
-        }
-        Ok(())
-    }
-
-    /// Reads `dir/sieve_calibration.json` if it exists. A file that exists but is not a valid
-    /// calibration is an error rather than silently ignored (scores would change meaning).
-    pub fn from_dir(dir: &Path) -> Result<Option<Self>, RerankError> {
-        let path = dir.join(CALIBRATION_FILE);
-        if !path.exists() {
-            return Ok(None);
-        }
-        read_json(&path, "calibration", Self::check).map(Some)
-    }
-}
 
 /// One (query, window) sequence as it is fed to the model, from [`CrossEncoder::encode_windows`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -678,219 +548,6 @@ impl CrossEncoder {
             self.model_path.display()
         ))
     }
-
-    fn rerank_single(
-        &self,
-        graph: &SingleGraph,
-        calibration: Option<Calibration>,
-        query: &str,
-        docs: &[RerankDoc<'_>],
-    ) -> Result<RerankOutput, RerankError> {
-        let mut stats = RerankStats {
-            device: self.device.clone(),
-            ..RerankStats::default()
-        };
-        let began = std::time::Instant::now();
-        let query_tokens = self.encoder.query_tokens(query)?;
-        if docs.is_empty() {
-            stats.tokenize_ms = began.elapsed().as_secs_f64() * 1e3;
-            return Ok(RerankOutput {
-                scores: Vec::new(),
-                traces: Vec::new(),
-                stats,
-            });
-        }
-        let encoded = self.encoder.encode_docs(&query_tokens, docs)?;
-        stats.tokenize_ms = began.elapsed().as_secs_f64() * 1e3;
-
-        let raw = graph.score_pairs(
-            &encoded.pairs,
-            &self.encoder,
-            self.config.batch_tokens,
-            self.config.max_batch,
-            &mut stats,
-        )?;
-
-        let scores = encoded
-            .windows
-            .iter()
-            .map(|range| {
-                let (score, best_window) = self.config.aggregation.combine(&raw[range.clone()]);
-                RerankScore {
-                    raw: score,
-                    calibrated: calibration.map_or_else(|| sigmoid(score), |c| c.apply(score)),
-                    windows: range.len(),
-                    best_window,
-                }
-            })
-            .collect();
-        Ok(RerankOutput {
-            scores,
-            traces: Vec::new(),
-            stats,
-        })
-    }
-}
-
-impl Reranker for CrossEncoder {
-    fn describe(&self) -> String {
-        match &self.engine {
-            Engine::Single { .. } => format!("onnx:{} ({})", self.model_dir.display(), self.device),
-            Engine::Matryoshka(m) => {
-                let exits: Vec<String> = m
-                    .segments
-                    .iter()
-                    .map(|s| s.exit_layer.to_string())
-                    .collect();
-                format!(
-                    "onnx:{} (matryoshka, exits {}, {}, {})",
-                    self.model_dir.display(),
-                    exits.join("/"),
-                    m.precision,
-                    self.device
-                )
-            }
-            Engine::LateJoined(m) => {
-                let exits: Vec<String> = m.exits().iter().map(|e| e.layer.to_string()).collect();
-                format!(
-                    "onnx:{} (late-joined, exits {}, {}, {})",
-                    self.model_dir.display(),
-                    exits.join("/"),
-                    m.precision,
-                    self.device
-                )
-            }
-        }
-    }
-
-    fn rerank(&self, query: &str, docs: &[RerankDoc<'_>]) -> Result<RerankOutput, RerankError> {
-        self.rerank_budgeted(query, docs, &Budget::Default)
-    }
-
-    fn recommended_blend(&self) -> Option<f32> {
-        match &self.engine {
-            Engine::LateJoined(m) => m.manifest.blend.map(|b| b.reranker_weight),
-            _ => self
-                .manifest()
-                .and_then(|m| m.blend)
-                .map(|b| b.reranker_weight),
-        }
-    }
-
-    fn document_states(
-        &self,
-        docs: &[RerankDoc<'_>],
-    ) -> Result<Option<Vec<sieve_core::DocStates>>, RerankError> {
-        match &self.engine {
-            Engine::LateJoined(m) => m.document_states(docs).map(Some),
-            _ => Ok(None),
-        }
-    }
-
-    fn state_codec_id(&self) -> Option<String> {
-        match &self.engine {
-            Engine::LateJoined(m) => Some(m.codec.id().to_string()),
-            _ => None,
-        }
-    }
-
-    /// Single-graph models serve only [`Budget::Default`]. Matryoshka models serve every budget:
-    /// see [`cascade_order`] for the order a cascade's output must be presented in.
-    fn rerank_budgeted(
-        &self,
-        query: &str,
-        docs: &[RerankDoc<'_>],
-        budget: &Budget,
-    ) -> Result<RerankOutput, RerankError> {
-        self.rerank_pruning_on(query, docs, budget, None)
-    }
-
-    fn rerank_blended(
-        &self,
-        query: &str,
-        docs: &[RerankDoc<'_>],
-        budget: &Budget,
-        blend: PruneBlend<'_>,
-    ) -> Result<RerankOutput, RerankError> {
-        blend.check(docs.len())?;
-        self.rerank_pruning_on(query, docs, budget, Some(blend))
-    }
-
-    /// Late-joined models run all queries' towers and joint blocks in shared batches; the
-    /// others score the queries one after the other.
-    fn rerank_many(
-        &self,
-        queries: &[sieve_core::RerankQuery<'_>],
-    ) -> Vec<Result<RerankOutput, RerankError>> {
-        match &self.engine {
-            Engine::LateJoined(m) => {
-                let requests: Vec<late_joined::RerankRequest<'_>> = queries
-                    .iter()
-                    .map(|q| (q.query, q.docs, q.budget, None))
-                    .collect();
-                m.rerank_many(&requests, &self.device)
-            }
-            _ => queries
-                .iter()
-                .map(|q| self.rerank_budgeted(q.query, q.docs, q.budget))
-                .collect(),
-        }
-    }
-}
-
-impl CrossEncoder {
-    /// Scores under `budget`; a cascade prunes on the exit scores, or on their blend with the
-    /// first stage when `blend` is given.
-    fn rerank_pruning_on(
-        &self,
-        query: &str,
-        docs: &[RerankDoc<'_>],
-        budget: &Budget,
-        blend: Option<PruneBlend<'_>>,
-    ) -> Result<RerankOutput, RerankError> {
-        match &self.engine {
-            Engine::Single { graph, calibration } => match budget {
-                Budget::Default => self.rerank_single(graph, *calibration, query, docs),
-                other => Err(self.needs_matryoshka(&format!("budgets such as '{other}'"))),
-            },
-            Engine::Matryoshka(m) => m.rerank(
-                &Runner {
-                    encoder: &self.encoder,
-                    config: &self.config,
-                    device: &self.device,
-                },
-                query,
-                docs,
-                budget,
-                blend,
-            ),
-            Engine::LateJoined(m) => m.rerank(query, docs, budget, blend, &self.device),
-        }
-    }
-}
-
-fn validate_config(config: &CrossEncoderConfig) -> Result<(), RerankError> {
-    let bad = |what: &str| {
-        Err(load_err(format!(
-            "invalid cross-encoder configuration: {what}"
-        )))
-    };
-    if config.query_max_tokens == 0 {
-        return bad("query_max_tokens must be at least 1");
-    }
-    if config.max_windows == Some(0) {
-        return bad("max_windows must be at least 1");
-    }
-    if config.window_stride == Some(0) {
-        return bad("window_stride must be at least 1");
-    }
-    if config.batch_tokens == 0 || config.max_batch == 0 {
-        return bad("batch_tokens and max_batch must be at least 1");
-    }
-    if config.max_length == Some(0) {
-        return bad("max_length must be at least 1");
-    }
-    Ok(())
 }
 
 /// The model directory for `path` as given and the model file found from it.
@@ -914,50 +571,4 @@ fn model_directory(path: &Path, model_path: &Path) -> PathBuf {
         return above.to_path_buf();
     }
     parent.to_path_buf()
-}
-
-/// `max_length` from the configuration, else from the model directory's `config.json`.
-fn resolve_max_length(configured: Option<usize>, model_dir: &Path) -> Result<usize, RerankError> {
-    if let Some(n) = configured {
-        return Ok(n);
-    }
-    let path = model_dir.join("config.json");
-    if !path.is_file() {
-        return Ok(DEFAULT_MAX_LENGTH);
-    }
-    let err = |message: String| {
-        load_err(format!(
-            "{}: {message} (set max_length explicitly to skip it)",
-            path.display()
-        ))
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
-    let Some(positions) = json.get("max_position_embeddings") else {
-        return Ok(DEFAULT_MAX_LENGTH);
-    };
-    let positions = positions.as_u64().ok_or_else(|| {
-        err(format!(
-            "max_position_embeddings is not a count: {positions}"
-        ))
-    })?;
-    // RoBERTa-family models number positions from padding_idx + 1 = 2: two slots are not usable.
-    let model_type = json
-        .get("model_type")
-        .and_then(|t| t.as_str())
-        .unwrap_or("");
-    let reserved = if model_type.contains("roberta") || model_type == "camembert" {
-        2
-    } else {
-        0
-    };
-    let usable = usize::try_from(positions)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(reserved);
-    if usable == 0 {
-        return Err(err(format!(
-            "max_position_embeddings {positions} leaves no usable positions"
-        )));
-    }
-    Ok(usable.min(DEFAULT_MAX_LENGTH))
 }
