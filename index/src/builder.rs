@@ -27,6 +27,9 @@ pub trait Progress: Sync {
     fn advance(&self, n: u64);
     /// The current phase is done.
     fn finish(&self);
+    /// A one-line note for the person watching (an index reused, a file converted); ignored
+    /// unless the reporter shows notes.
+    fn note(&self, _message: &str) {}
 }
 
 /// A [`Progress`] that reports nothing.

@@ -11,9 +11,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use serde::Serialize;
-use sieve::{Budget, RerankDoc, Reranker};
-use sieve_rerank_onnx::{COST_FILE, CostOptions, CrossEncoder};
+use sieve::RerankDoc;
+use sieve_rerank_onnx::{COST_FILE, CostCheckOptions, CostOptions, CrossEncoder};
 
 use crate::rerank_opts::RerankerArgs;
 use crate::table::Table;
@@ -61,22 +60,6 @@ pub struct CalibrateArgs {
     json: Option<PathBuf>,
 }
 
-/// One row of the check.
-#[derive(Debug, Serialize)]
-struct CheckRow {
-    budget: String,
-    plan: String,
-    calls: usize,
-    predicted_ms: f64,
-    measured_ms_median: f64,
-    measured_ms_max: f64,
-    /// (median measured − predicted) / predicted (model time; latency rows include tokenizing
-    /// in the measurement, so their error is biased up by it).
-    error: f64,
-    /// For latency budgets: the worst call's overshoot of the budget, as a fraction (≤ 0 = within).
-    overshoot: Option<f64>,
-}
-
 fn load_sample_docs(path: &std::path::Path) -> Result<Vec<(String, String)>> {
     let mapping = sieve_index::ColumnMapping {
         title: sieve_index::ingest::column_names(path)?
@@ -94,11 +77,6 @@ fn load_sample_docs(path: &std::path::Path) -> Result<Vec<(String, String)>> {
         bail!("{} holds no documents", path.display());
     }
     Ok(docs)
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 pub fn run(args: CalibrateArgs) -> Result<()> {
@@ -181,110 +159,19 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
 }
 
 /// Predicted vs measured model time on a fixed workload, for every profile, every single exit
-/// and a few latency budgets.
+/// and a few latency budgets ([`CrossEncoder::check_costs`]), as a table (and JSON if asked).
 fn check(
     encoder: &CrossEncoder,
     table: &sieve_rerank_onnx::CostTable,
     args: &CalibrateArgs,
     docs: &[RerankDoc<'_>],
 ) -> Result<()> {
-    let window = args.window.clamp(1, docs.len());
-    // Call i reranks `window` documents starting at a rotating offset.
-    let call_docs = |i: usize| -> Vec<RerankDoc<'_>> {
-        (0..window)
-            .map(|j| docs[(i * 7 + j) % docs.len()])
-            .collect()
+    let options = CostCheckOptions {
+        calls: args.check,
+        window: args.window,
+        latency_ms: args.latency_ms.clone(),
     };
-    let mut budgets: Vec<Budget> = encoder
-        .profiles()
-        .into_iter()
-        .map(|(name, _)| Budget::Profile(name))
-        .collect();
-    for exit in encoder
-        .manifest()
-        .map(|m| m.exit_list())
-        .unwrap_or_default()
-    {
-        for &width in &exit.widths {
-            budgets.push(Budget::Exit {
-                layer: exit.layer,
-                width,
-            });
-        }
-    }
-    // Latency budgets: given, or spread over the range the plans span on this workload.
-    let lengths = encoder.window_lengths(&args.query, &call_docs(0))?;
-    let mut predicted_range = Vec::new();
-    for budget in &budgets {
-        let plan = encoder.resolve_budget(budget)?;
-        predicted_range.push(table.predict_ms(&plan, &lengths)?);
-    }
-    let (lo, hi) = predicted_range
-        .iter()
-        .fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
-    // Warm up once; its tokenization time is the fixed part a latency budget also pays.
-    let warm = encoder.rerank(&args.query, &call_docs(0))?;
-    let overhead = warm.stats.tokenize_ms;
-    let latencies: Vec<f64> = if args.latency_ms.is_empty() {
-        // From "only the cheapest exit fits, barely" to "the deepest plan fits".
-        [0.6, 1.0, 1.5, 2.0, 3.0]
-            .iter()
-            .map(|f| (overhead + (lo * f).min(hi * 1.2)).ceil().max(1.0))
-            .collect()
-    } else {
-        args.latency_ms.clone()
-    };
-    budgets.extend(latencies.iter().map(|&ms| Budget::LatencyMs(ms)));
-
-    let mut rows = Vec::new();
-    for budget in &budgets {
-        let mut measured = Vec::with_capacity(args.check);
-        let mut predicted = Vec::with_capacity(args.check);
-        let mut plan = String::new();
-        for i in 0..args.check {
-            let batch = call_docs(i + 1);
-            let output = encoder.rerank_budgeted(&args.query, &batch, budget)?;
-            plan = output.stats.plan.clone();
-            // A latency budget too small for even one document runs `0@L:W`: nothing to predict.
-            let ran = Budget::parse(&plan)
-                .ok()
-                .map(|b| encoder.resolve_budget(&b))
-                .transpose()?;
-            let lengths = encoder.window_lengths(&args.query, &batch)?;
-            predicted.push(match ran {
-                Some(ran) => table.predict_ms(&ran, &lengths)?,
-                None => 0.0,
-            });
-            // A latency budget covers the whole call: tokenizing + model.
-            measured.push(match budget {
-                Budget::LatencyMs(_) => output.stats.tokenize_ms + output.stats.model_ms,
-                _ => output.stats.model_ms,
-            });
-        }
-        let predicted_ms = median(&mut predicted);
-        let measured_max = measured.iter().copied().fold(0.0, f64::max);
-        let measured_ms = median(&mut measured);
-        let overshoot = match budget {
-            Budget::LatencyMs(ms) => Some((measured_max - ms) / ms),
-            _ => None,
-        };
-        rows.push(CheckRow {
-            budget: budget.to_string(),
-            plan,
-            calls: args.check,
-            predicted_ms,
-            measured_ms_median: measured_ms,
-            measured_ms_max: measured_max,
-            error: if predicted_ms > 0.0 {
-                (measured_ms - predicted_ms) / predicted_ms
-            } else {
-                0.0
-            },
-            overshoot,
-        });
-    }
+    let report = encoder.check_costs(table, &args.query, docs, &options)?;
     let mut out = Table::new(&[
         ("budget", false),
         ("plan", false),
@@ -294,7 +181,7 @@ fn check(
         ("error", true),
         ("over budget (worst)", true),
     ]);
-    for r in &rows {
+    for r in &report.rows {
         out.row(vec![
             r.budget.clone(),
             r.plan.clone(),
@@ -308,30 +195,16 @@ fn check(
         ]);
     }
     println!(
-        "\ncheck: {} calls per plan, {window} candidates each (model time only)",
-        args.check
+        "\ncheck: {} calls per plan, {} candidates each (model time only)",
+        report.calls_per_plan, report.window
     );
     print!("{}", out.render());
-    let worst_error = rows.iter().map(|r| r.error.abs()).fold(0.0, f64::max);
-    let worst_overshoot = rows
-        .iter()
-        .filter_map(|r| r.overshoot)
-        .fold(f64::NEG_INFINITY, f64::max);
     println!(
         "worst |prediction error| {:.1}%; worst latency-budget overshoot {:+.1}%",
-        worst_error * 100.0,
-        worst_overshoot * 100.0
+        report.worst_abs_error * 100.0,
+        report.worst_overshoot * 100.0
     );
     if let Some(path) = &args.json {
-        let report = serde_json::json!({
-            "model": table.model,
-            "machine": table.machine,
-            "window": window,
-            "calls_per_plan": args.check,
-            "rows": rows,
-            "worst_abs_error": worst_error,
-            "worst_overshoot": worst_overshoot,
-        });
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }

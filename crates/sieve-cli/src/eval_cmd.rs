@@ -7,7 +7,10 @@ use clap::Args;
 use sieve::FusionSpec;
 use sieve_eval::{MetricSpec, Qrels, Run, evaluate};
 
-use crate::dataset_eval::{EvalStage, RerankEval};
+use sieve_harness::{DEFAULT_CACHE_DIR, DatasetEval, EvalStage, RerankEval, evaluate_dataset};
+
+use crate::eval_report::{comparison_table, stage_table};
+use crate::progress::Bars;
 use crate::rerank_opts::{RerankerArgs, parse_blend};
 use crate::table::Table;
 
@@ -112,49 +115,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .relevance_threshold
         .unwrap_or(if is_trec_dl { 2 } else { 1 });
     let spec = MetricSpec::parse(&args.metrics)?.with_relevance_threshold(threshold);
-    if let Some(dataset) = args.dataset {
-        let json = args.json.filter(|p| p.as_os_str() != "-");
-        let wants_rerank = args.rerank_run.is_some() || args.stages.contains(&EvalStage::Rerank);
-        let rerank = if wants_rerank {
-            if args.window == 0 {
-                anyhow::bail!("--window must be at least 1");
-            }
-            let budgets = args
-                .budgets
-                .iter()
-                .map(|b| sieve::Budget::parse(b).map_err(|e| anyhow::anyhow!("--budget: {e}")))
-                .collect::<Result<Vec<_>>>()?;
-            let reranker = args.reranker.load()?;
-            let late_joined = reranker
-                .is_late_joined()
-                .then(|| reranker.model_dir().to_path_buf());
-            Some(RerankEval {
-                late_joined_dir: late_joined,
-                reranker,
-                window: args.window,
-                budgets,
-                blend: parse_blend(&args.blend)?,
-                every_exit: args.every_exit,
-            })
-        } else {
-            None
-        };
-        return crate::dataset_eval::run(crate::dataset_eval::DatasetEval {
-            dataset,
-            split: args.split,
-            stages: args.stages,
-            rerank,
-            rerank_run: args.rerank_run,
-            fusion: args.fusion,
-            depth: args.depth,
-            spec,
-            index_dir: args.index_dir,
-            model: args.model,
-            json,
-            run_dir: args.run_dir,
-            max_queries: args.max_queries,
-            quiet: false,
-        });
+    if args.dataset.is_some() {
+        return run_dataset(spec, args);
     }
     let qrels_path = args.qrels.context("--qrels is required with --run")?;
     let qrels = load_qrels(&qrels_path)?;
@@ -185,5 +147,85 @@ pub fn run(args: EvalArgs) -> Result<()> {
         table.row(row);
     }
     print!("{}", table.render());
+    Ok(())
+}
+
+/// `sieve eval --dataset`: resolves the models, runs the harness with progress bars, prints its
+/// tables and writes the report (JSON + SVG).
+fn run_dataset(spec: MetricSpec, args: EvalArgs) -> Result<()> {
+    let dataset = args.dataset.context("--dataset is required")?;
+    let json = args.json.filter(|p| p.as_os_str() != "-");
+    let embedder_model = crate::paths::embedder_model(args.model.as_deref())?;
+    let wants_rerank = args.rerank_run.is_some() || args.stages.contains(&EvalStage::Rerank);
+    let mut rerank_codec = None;
+    let rerank = if wants_rerank {
+        if args.window == 0 {
+            anyhow::bail!("--window must be at least 1");
+        }
+        let budgets = args
+            .budgets
+            .iter()
+            .map(|b| sieve::Budget::parse(b).map_err(|e| anyhow::anyhow!("--budget: {e}")))
+            .collect::<Result<Vec<_>>>()?;
+        let reranker = args.reranker.load()?;
+        // A late-joined reranker's states go into the index the eval builds, when its towers
+        // are this embedder.
+        if reranker.is_late_joined() {
+            let dir = reranker.model_dir().to_string_lossy().into_owned();
+            rerank_codec = crate::paths::rerank_codec(&dir, &embedder_model)
+                .ok()
+                .flatten();
+        }
+        Some(RerankEval {
+            reranker,
+            window: args.window,
+            budgets,
+            blend: parse_blend(&args.blend)?,
+            every_exit: args.every_exit,
+        })
+    } else {
+        None
+    };
+    let job = DatasetEval {
+        dataset,
+        split: args.split,
+        stages: args.stages,
+        rerank,
+        rerank_run: args.rerank_run,
+        fusion: args.fusion,
+        depth: args.depth,
+        spec,
+        index_dir: args.index_dir,
+        cache_dir: PathBuf::from(DEFAULT_CACHE_DIR),
+        embedder_model,
+        rerank_codec,
+        run_dir: args.run_dir,
+        max_queries: args.max_queries,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let report = evaluate_dataset(&job, &Bars::new(false))?;
+    print!("{}", stage_table(&report, &job.spec));
+    let quality = sieve_eval::Metric::ndcg(10).to_string();
+    if !report.comparison.is_empty() {
+        println!(
+            "\n{quality} vs cost — gain over the reranked candidates with its 95% paired-bootstrap \
+             interval; share of the full-depth gain kept (same blend; shown only when that gain's \
+             interval is above 0) and speed-up against full depth; ◆ = Pareto front (mean \
+             ms/query end to end)"
+        );
+        print!(
+            "{}",
+            comparison_table(&report.comparison, &quality, report.candidates.as_deref())
+        );
+    }
+    let json_path = json.unwrap_or_else(|| {
+        PathBuf::from(".sieve/eval").join(format!("{}-{}.json", report.dataset, report.split))
+    });
+    let svg_path = report.write(&json_path, &quality)?;
+    println!(
+        "report: {}  plot: {}",
+        json_path.display(),
+        svg_path.display()
+    );
     Ok(())
 }

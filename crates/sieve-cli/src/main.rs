@@ -1,10 +1,9 @@
 //! `sieve`: index Parquet corpora and search them from the command line.
 
-mod budget_summary;
 mod calibrate_cmd;
-mod dataset_eval;
 mod delete_cmd;
 mod eval_cmd;
+mod eval_report;
 mod index_cmd;
 mod paths;
 mod progress;

@@ -10,6 +10,7 @@ use sieve_index::Progress;
 pub struct Bars {
     current: Mutex<Option<ProgressBar>>,
     enabled: bool,
+    quiet: bool,
 }
 
 impl Bars {
@@ -18,6 +19,7 @@ impl Bars {
         Self {
             current: Mutex::new(None),
             enabled: !quiet && std::io::stderr().is_terminal(),
+            quiet,
         }
     }
 
@@ -59,6 +61,12 @@ impl Progress for Bars {
             }
         });
     }
+
+    fn note(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("{message}");
+        }
+    }
 }
 
 /// Reports each phase's start and end as one JSON line on stderr
@@ -89,6 +97,13 @@ impl Progress for JsonLines {
     }
 
     fn advance(&self, _: u64) {}
+
+    fn note(&self, message: &str) {
+        eprintln!(
+            "{}",
+            serde_json::json!({"event": "note", "message": message})
+        );
+    }
 
     fn finish(&self) {
         if let Ok(mut slot) = self.current.lock()

@@ -7,12 +7,12 @@
 use serde::{Deserialize, Serialize};
 use sieve_eval::{PlotPoint, pareto_front};
 
-use crate::dataset_eval::StageReport;
-use crate::table::Table;
+use crate::report::StageReport;
 
 /// One stage in the comparison.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BudgetRow {
+    /// The stage's name.
     pub stage: String,
     /// The rerank plan (rerank rows only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,64 +156,13 @@ pub fn summarize(stages: &[StageReport], candidates: Option<&str>, metric: &str)
         .collect()
 }
 
-/// A share of the full-depth gain as a percentage; shares below −999% (a loss many times a small
-/// gain) are shown as such rather than as long numbers.
-fn format_share(share: f64) -> String {
-    if share < -9.99 {
-        "< −999%".into()
-    } else {
-        format!("{:.0}%", share * 100.0)
-    }
-}
-
-/// The comparison as an aligned table.
-pub fn render(rows: &[BudgetRow], metric: &str, candidates: Option<&str>) -> String {
-    let gain_title = format!("Δ vs {} [95% CI]", candidates.unwrap_or("candidates"));
-    let mut table = Table::new(&[
-        ("stage", false),
-        (metric, true),
-        (&gain_title, true),
-        ("gain kept", true),
-        ("ms/query", true),
-        ("rerank ms", true),
-        ("speed-up", true),
-        ("front", false),
-    ]);
-    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "—".into());
-    for row in rows {
-        table.row(vec![
-            row.stage.clone(),
-            format!("{:.4}", row.quality),
-            or_dash(row.gain.map(|g| match row.gain_ci {
-                Some((lo, hi)) => format!("{g:+.4} [{lo:+.3}, {hi:+.3}]"),
-                None => format!("{g:+.4}"),
-            })),
-            or_dash(row.gain_kept.map(format_share)),
-            format!("{:.1}", row.mean_ms),
-            or_dash(row.rerank_mean_ms.map(|m| format!("{m:.1}"))),
-            or_dash(row.speedup.map(|s| format!("{s:.2}×"))),
-            if row.pareto {
-                "◆".into()
-            } else {
-                String::new()
-            },
-        ]);
-    }
-    table.render()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset_eval::Latency;
+    use crate::report::Latency;
 
     fn stage(name: &str, ndcg: f64, ms: f64, rerank: Option<(&str, f64)>) -> StageReport {
-        let latency = |ms: f64| Latency {
-            mean_ms: ms,
-            p50_ms: ms,
-            p95_ms: ms,
-            queries_per_second: 1e3 / ms,
-        };
+        let latency = |ms: f64| Latency::of(vec![ms]);
         StageReport {
             stage: name.into(),
             metrics: [("ndcg@10".to_string(), ndcg)].into(),
@@ -334,8 +283,6 @@ mod tests {
             front,
             ["hybrid", "rerank full", "rerank fast", "rerank 50@2,10@6"]
         );
-        let text = render(&rows, "ndcg@10", Some("hybrid"));
-        assert!(text.contains("80%") && text.contains("2.50×"), "{text}");
     }
 
     #[test]
