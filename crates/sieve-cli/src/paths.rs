@@ -67,7 +67,8 @@ pub fn rerank_codec(choice: &str, embedder_model: &Path) -> Result<Option<PathBu
     if sha != tower_sha {
         if explicit {
             bail!(
-                "--rerank-states {}: its towers are the bi-encoder with sha256 {tower_sha}, but                  this index embeds with {} (sha256 {sha}); its states would not fit",
+                "--rerank-states {}: its towers are the bi-encoder with sha256 {tower_sha}, but \
+                 this index embeds with {} (sha256 {sha}); its states would not fit",
                 dir.display(),
                 onnx.display()
             );
@@ -77,13 +78,13 @@ pub fn rerank_codec(choice: &str, embedder_model: &Path) -> Result<Option<PathBu
     Ok(Some(codec))
 }
 
-/// An explicit path (which must exist), else the environment variable, else the bundled
-/// directory; `None` when nothing was given and the bundled directory is absent.
 /// The bundled sample corpus (`examples/sample/corpus.parquet`), when this checkout has it.
 pub fn sample_corpus() -> Option<PathBuf> {
     bundled("examples/sample/corpus.parquet")
 }
 
+/// An explicit path (which must exist), else the environment variable, else the bundled
+/// directory; `None` when nothing was given and the bundled directory is absent.
 fn resolve(
     explicit: Option<&Path>,
     env_var: &str,
