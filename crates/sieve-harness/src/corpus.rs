@@ -77,7 +77,7 @@ impl CacheStamp {
 }
 
 /// Builds (or reuses) the data set's index and returns its directory: the cached one when its
-/// stamp matches the corpus, embedder and state codec; an index the user named when it was
+/// stamp matches the corpus, embedder and state codec (any codec when the job needs none); an index the user named when it was
 /// built from this corpus; else a fresh build.
 pub(crate) fn ensure_index(job: &DatasetEval, progress: &dyn Progress) -> Result<PathBuf> {
     let corpus = corpus_parquet(job, progress)?;
@@ -87,11 +87,19 @@ pub(crate) fn ensure_index(job: &DatasetEval, progress: &dyn Progress) -> Result
         .unwrap_or_else(|| job.cache_dir.join(job.name()));
     let stamp = CacheStamp::of(&corpus, &job.embedder_model, job.rerank_codec.as_deref())?;
     let stamp_path = index_dir.join("eval-stamp.json");
+    // An index that stores rerank states serves a job that needs none just as well.
     let cached = Manifest::load(&index_dir).is_ok()
         && std::fs::read(&stamp_path)
             .ok()
             .and_then(|b| serde_json::from_slice::<CacheStamp>(&b).ok())
-            .is_some_and(|s| s == stamp);
+            .is_some_and(|cached| {
+                cached == stamp
+                    || (stamp.rerank_codec.is_none()
+                        && CacheStamp {
+                            rerank_codec: None,
+                            ..cached
+                        } == stamp)
+            });
     // An index the user points at explicitly is reused if it was built from this corpus.
     if !cached
         && job.index_dir.is_some()
