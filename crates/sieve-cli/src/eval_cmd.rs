@@ -155,7 +155,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
 fn run_dataset(spec: MetricSpec, args: EvalArgs) -> Result<()> {
     let dataset = args.dataset.context("--dataset is required")?;
     let json = args.json.filter(|p| p.as_os_str() != "-");
-    let embedder_model = crate::paths::embedder_model(args.model.as_deref())?;
+    let embedder_model = match crate::paths::embedder_model(args.model.as_deref()) {
+        Ok(path) => path,
+        // Reranking a given run builds no index, so it needs no bi-encoder.
+        Err(_) if args.rerank_run.is_some() && args.model.is_none() => {
+            PathBuf::from(sieve::DEFAULT_EMBEDDER)
+        }
+        Err(error) => return Err(error),
+    };
     let wants_rerank = args.rerank_run.is_some() || args.stages.contains(&EvalStage::Rerank);
     let mut rerank_codec = None;
     let rerank = if wants_rerank {
@@ -168,9 +175,9 @@ fn run_dataset(spec: MetricSpec, args: EvalArgs) -> Result<()> {
             .map(|b| sieve::Budget::parse(b).map_err(|e| anyhow::anyhow!("--budget: {e}")))
             .collect::<Result<Vec<_>>>()?;
         let reranker = args.reranker.load()?;
-        // A late-joined reranker's states go into the index the eval builds, when its towers
-        // are this embedder.
-        if reranker.is_late_joined() {
+        // A late-joined reranker's states go into the index the eval builds (none for a given
+        // run), when its towers are this embedder.
+        if reranker.is_late_joined() && args.rerank_run.is_none() {
             let dir = reranker.model_dir().to_string_lossy().into_owned();
             rerank_codec = crate::paths::rerank_codec(&dir, &embedder_model)
                 .ok()
