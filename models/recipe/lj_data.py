@@ -103,9 +103,14 @@ def pad_batch(q_list, d_list, d_vecs):
             torch.from_numpy(np.stack(d_vecs).astype(np.float32)))
 
 
-def sample_group(rec, negatives, rng):
+def sample_group(rec, negatives, rng, keep=None):
+    """[positive, negatives...]; `keep(pos, neg)` filters the negative pool for the drawn positive
+    (at least two negatives stay: the ones it would keep first, else the pool's head)."""
     pos = rng.choice(rec['positives'])['doc']
     pool = [n['doc'] for n in rec['negatives']]
+    if keep is not None:
+        kept = [d for d in pool if keep(pos, d)]
+        pool = kept if len(kept) >= 2 else (kept + [d for d in pool if d not in kept])[:2]
     negs = rng.sample(pool, min(negatives, len(pool)))
     while len(negs) < negatives:
         negs.append(rng.choice(pool))

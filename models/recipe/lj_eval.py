@@ -18,8 +18,9 @@ from lj_data import Codec, States, pad_batch  # noqa: E402
 DL = 'trec-dl-2019-passage'
 
 
-def score_candidates(model, qst, docs, codec, key_q, cand_keys, batch=128):
-    """-> array [n_cand, 1 + n_blocks, n_widths] (exit 0 first)."""
+def score_candidates(model, qst, docs, codec, key_q, cand_keys, batch=128, codes=None):
+    """-> array [n_cand, 1 + n_blocks, n_widths] (exit 0 first). `codes`: an optional cache of
+    each document's dequantised codes, keyed like `docs`."""
     q, qv = qst.get(key_q)
     out = []
     for s in range(0, len(cand_keys), batch):
@@ -27,7 +28,13 @@ def score_candidates(model, qst, docs, codec, key_q, cand_keys, batch=128):
         dl, dv = [], []
         for k in ks:
             st, v = docs.get(k)
-            dl.append(codec.roundtrip(st) if codec is not None else st.astype(np.float32))
+            if codes is not None and k in codes:
+                c = codes[k]
+            else:
+                c = codec.roundtrip(st) if codec is not None else st.astype(np.float32)
+                if codes is not None:
+                    codes[k] = c
+            dl.append(c)
             dv.append(v)
         qs, qm, ds, dm, dvec = pad_batch([q] * len(ks), dl, dv)
         with torch.no_grad():

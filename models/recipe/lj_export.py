@@ -8,8 +8,12 @@
                         outputs x_out (not the last), scores [B, widths])
 
 Calibration (temperature + bias per head) and the blend weight are fitted on the checkpoint's
-held-out TRAIN queries (never a test or dev split), by reranking their hybrid top-`--blend-depth`
-(sieve's own run files): the windows a reranker really scores.
+held-out TRAIN queries (never a test or dev split), by reranking their top-`--blend-depth` (sieve's
+own run files): the windows a reranker really scores. Calibration uses the hybrid windows; the
+blend weight is the best mean nDCG@10 over both sets × every first stage of `--blend-stages`
+(default hybrid, sieve's default first stage; `hybrid,bm25` makes one weight serve a strong and
+a weak first stage) among 0.05, 0.10, …, 0.95 (not the ends: they are the first stage and the
+pure reranker themselves).
 """
 import argparse, collections, hashlib, json, os, shutil, sys, time
 
@@ -20,11 +24,11 @@ import torch.nn as nn
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, '..', '..'))
 sys.path.insert(0, HERE)
-from common import heldout_split, ndcg_at, read_jsonl_gz, trec_order  # noqa: E402
+from common import ndcg_at, trec_order  # noqa: E402
 from lj_data import States  # noqa: E402
 from lj_eval import score_candidates  # noqa: E402
 from lj_model import add_mask, mean_pool  # noqa: E402
-from lj_train import load_checkpoint  # noqa: E402
+from lj_train import heldout_records, load_checkpoint  # noqa: E402
 
 
 class BlockGraph(nn.Module):
@@ -175,6 +179,8 @@ def main():
     ap.add_argument('--tower-rel', default='../all-MiniLM-L6-v2', help='bi-encoder path written into the manifest')
     ap.add_argument('--name', default='sieve-ce-minilm-l6-lj')
     ap.add_argument('--blend-depth', type=int, default=100)
+    ap.add_argument('--blend-stages', default='hybrid',
+                    help="first stages whose held-out TRAIN windows fit the blend weight (sieve's work/runs/*-train-STAGE.trec)")
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--fixture', action='store_true',
                     help='test fixture: int8 graphs only, no calibration, blend or export check')
@@ -209,44 +215,44 @@ def main():
     # held-out TRAIN queries, exactly as lj_train.py split them
     qst, docs = States(lj, 'query'), States(lj, 'doc')
     targs = ck['config'].get('train_args') or {}
-    recs = [r for r in read_jsonl_gz(os.path.join(args.work, 'data', 'train.jsonl.gz')) if r['set'] in ('scifact', 'nfcorpus')]
-    for r in recs:
-        r['positives'] = [p for p in r['positives'] if f"{r['set']}/{p['doc']}" in docs]
-        r['negatives'] = [n for n in r['negatives'] if f"{r['set']}/{n['doc']}" in docs]
-    recs = [r for r in recs if r['positives'] and len(r['negatives']) >= 2 and f"{r['set']}/{r['qid']}" in qst]
-    hold_n = {k: int(v) for k, v in (x.split('=') for x in targs.get('heldout', 'scifact=60,nfcorpus=80').split(','))}
-    held = []
-    for ds in sorted({r['set'] for r in recs}):
-        rs = [r for r in recs if r['set'] == ds]
-        held += heldout_split(rs, hold_n.get(ds, 50) / len(rs), targs.get('seed', 13))[1]
+    held = [r for r in heldout_records(args.work, targs, docs, qst) if r['set'] != 'wordnet']
 
-    # blend weight on the held-out queries' hybrid top-k
-    runs = {ds: read_run(os.path.join(args.work, 'runs', f'{ds}-train-hybrid.trec')) for ds in ('scifact', 'nfcorpus')}
+    # blend weight on the held-out queries' top-k of each first stage in --blend-stages (sieve
+    # reranks hybrid windows by default, a BM25 or dense window with --stages, any run with
+    # --rerank-run: one weight serves them all); calibration on the hybrid windows
+    stages = args.blend_stages.split(',')
+    runs = {(ds, st): read_run(os.path.join(args.work, 'runs', f'{ds}-train-{st}.trec'))
+            for ds in ('scifact', 'nfcorpus') for st in stages}
     grid = [round(x, 2) for x in np.arange(0, 1.0001, 0.05)]
-    per_w = {ds: collections.defaultdict(list) for ds in runs}
+    per_w = {f'{ds}/{st}': collections.defaultdict(list) for ds, st in runs}
     raw, labels = collections.defaultdict(list), []
     for r in held:
         ds = r['set']
-        cand = [(d, s) for d, s in runs[ds].get(r['qid'], [])[: args.blend_depth] if f'{ds}/{d}' in docs]
-        if not cand:
-            continue
         qrels = {p['doc']: p['grade'] for p in r['positives']}
-        full = score_candidates(model, qst, docs, codec, f"{ds}/{r['qid']}", [f'{ds}/{d}' for d, _ in cand])
-        labels += [int(qrels.get(d, 0) > 0) for d, _ in cand]
-        for e, layer in enumerate(model.exit_layers):
-            for w_i, w in enumerate(model.widths):
-                raw[f'l{layer}_w{w}'] += full[:, e, w_i].tolist()
-        sc = full[:, -1, 0]
-        fused, rer = minmax([s for _, s in cand]), minmax(sc)
-        for w in grid:
-            mix = w * rer + (1 - w) * fused
-            per_w[ds][w].append(ndcg_at(trec_order([(d, float(m)) for (d, _), m in zip(cand, mix)]), qrels))
-    blend_table = {w: {ds: float(np.mean(per_w[ds][w])) for ds in per_w} for w in grid}
+        for st in stages:
+            cand = [(d, s) for d, s in runs[(ds, st)].get(r['qid'], [])[: args.blend_depth] if f'{ds}/{d}' in docs]
+            if not cand:
+                continue
+            full = score_candidates(model, qst, docs, codec, f"{ds}/{r['qid']}", [f'{ds}/{d}' for d, _ in cand])
+            if st == 'hybrid':
+                labels += [int(qrels.get(d, 0) > 0) for d, _ in cand]
+                for e, layer in enumerate(model.exit_layers):
+                    for w_i, w in enumerate(model.widths):
+                        raw[f'l{layer}_w{w}'] += full[:, e, w_i].tolist()
+            sc = full[:, -1, 0]
+            fused, rer = minmax([s for _, s in cand]), minmax(sc)
+            for w in grid:
+                mix = w * rer + (1 - w) * fused
+                per_w[f'{ds}/{st}'][w].append(ndcg_at(trec_order([(d, float(m)) for (d, _), m in zip(cand, mix)]), qrels))
+    blend_table = {w: {k: float(np.mean(per_w[k][w])) for k in per_w} for w in grid}
     # calibration per head, on the same windows (the candidates a reranker really scores)
     calibration, eces = {}, {}
     for head, values in raw.items():
         calibration[head], eces[head] = fit_calibration(values, labels)
-    best_w = max(grid, key=lambda w: (np.mean(list(blend_table[w].values())), w))
+    # The weight is chosen inside the grid (0.05-0.95): its ends are the two orders the blend mixes,
+    # the first stage and the pure reranker, each reported on its own row; on a flat curve (held-out
+    # nDCG within noise at every weight) an end would turn the default blend into one of them.
+    best_w = max(grid[1:-1], key=lambda w: (np.mean(list(blend_table[w].values())), w))
 
     exits = [{'layer': l, 'widths': model.widths} for l in model.exit_layers]
     deep = model.exit_layers[-1]

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Tower states for sieve-ce v2 training and evaluation: runs the bi-encoder's shipped ONNX
 graph (the very file sieve's index embeds with, so training sees the states serving will see) on
-every document and query that prepare_data.py's work/data references, plus the DL19 BM25 top-100
-run (evaluation only, never trained on).
+every document and query that prepare_data.py's work/data references, every document of the
+SciFact/NFCorpus TRAIN queries' hybrid top-100 (the held-out TRAIN windows lj_train.py selects
+checkpoints on), lj_general.py's WordNet groups when made, plus the DL19 BM25 top-100 run
+(evaluation only, never trained on).
 
 Writes work/lj/:
   docs.json          [{key: "set/doc", off, len}], offsets into doc_states.f16 (token rows)
@@ -109,6 +111,23 @@ def main():
         queries[f"{r['set']}/{r['qid']}"] = r['query']
     for r in read_jsonl_gz(os.path.join(data, 'eval.jsonl.gz')):
         queries[f"{r['set']}/{r['qid']}"] = r['query']
+    # the general-domain groups of lj_general.py, when made
+    if os.path.exists(os.path.join(data, 'general.jsonl.gz')):
+        for d in read_jsonl_gz(os.path.join(data, 'general_docs.jsonl.gz')):
+            docs[f"{d['set']}/{d['doc']}"] = d['text']
+        for r in read_jsonl_gz(os.path.join(data, 'general.jsonl.gz')):
+            queries[f"{r['set']}/{r['qid']}"] = r['query']
+    # every document of the TRAIN queries' hybrid top-100 (the held-out TRAIN queries are scored on
+    # these windows during training, the task `sieve eval` measures)
+    for ds in ['scifact', 'nfcorpus']:
+        run = os.path.join(args.work, 'runs', f'{ds}-train-hybrid.trec')
+        if not os.path.exists(run):
+            continue
+        with open(run) as f:
+            want = {line.split()[2] for line in f} - {k.split('/', 1)[1] for k in docs if k.startswith(ds + '/')}
+        for d in read_jsonl(os.path.join(args.data_root, ds, 'corpus.jsonl')):
+            if d['_id'] in want:
+                docs[f"{ds}/{d['_id']}"] = ((d.get('title') or '') + ' ' + (d.get('text') or '')).strip()
     dl = 'trec-dl-2019-passage'
     dl_dir = os.path.join(args.data_root, dl)
     run_docs = set()
@@ -132,7 +151,7 @@ def main():
     qmeta = write(os.path.join(out, 'query'), qkeys, qres)
     json.dump(qmeta, open(os.path.join(out, 'queries.json'), 'w'))
     dkeys = sorted(docs)
-    dres = tower.run(tower.encode_ids([docs[k] for k in dkeys]), progress='documents')
+    dres = tower.run(tower.encode_ids([docs[k] for k in dkeys]), max_batch=128, progress='documents')
     dmeta = write(os.path.join(out, 'doc'), dkeys, dres)
     json.dump(dmeta, open(os.path.join(out, 'docs.json'), 'w'))
     tokens = sum(m['len'] for m in dmeta)

@@ -43,7 +43,44 @@ def save_checkpoint(path, model, codec, cfg, extra):
     os.replace(path + '.tmp', path)
 
 
-def heldout_eval(model, qst, docs, codec, recs):
+def heldout_windows(work, data_root, held, depth=100):
+    """For held-out TRAIN queries of the retrieval sets: their hybrid top-`depth` window and every
+    qrel of the TRAIN split, i.e. the task `sieve eval` measures (reranking the first stage's window),
+    not positives among mined negatives. -> {(set, qid): (candidates, qrels)}"""
+    from prepare_data import read_qrels, read_run
+    out = {}
+    for ds in sorted({r['set'] for r in held} - {'wordnet'}):
+        run = os.path.join(work, 'runs', f'{ds}-train-hybrid.trec')
+        if not os.path.exists(run):
+            continue
+        hyb, qrels = read_run(run), read_qrels(os.path.join(data_root, ds, 'qrels', 'train.tsv'))
+        for r in held:
+            if r['set'] == ds and r['qid'] in hyb:
+                out[(ds, r['qid'])] = ([d for d, _ in hyb[r['qid']][:depth]], dict(qrels[r['qid']]))
+    return out
+
+
+def heldout_records(work, targs, docs, qst):
+    """The held-out TRAIN queries exactly as lj_train.py split them."""
+    recs = [r for r in read_jsonl_gz(os.path.join(work, 'data', 'train.jsonl.gz')) if r['set'] in ('scifact', 'nfcorpus')]
+    if targs.get('general'):
+        recs += list(read_jsonl_gz(os.path.join(work, 'data', 'general.jsonl.gz')))
+    for r in recs:
+        r['positives'] = [p for p in r['positives'] if f"{r['set']}/{p['doc']}" in docs]
+        r['negatives'] = [n for n in r['negatives'] if f"{r['set']}/{n['doc']}" in docs]
+    recs = [r for r in recs if r['positives'] and len(r['negatives']) >= 2 and f"{r['set']}/{r['qid']}" in qst]
+    hold_n = {k: int(v) for k, v in (x.split('=') for x in targs.get('heldout', 'scifact=60,nfcorpus=80').split(','))}
+    held = []
+    for ds in sorted({r['set'] for r in recs}):
+        rs = [r for r in recs if r['set'] == ds]
+        held += heldout_split(rs, hold_n.get(ds, 50) / len(rs), targs.get('seed', 13))[1]
+    return held
+
+
+_CODES = {}  # held-out documents' dequantised codes, made once (the codec is fixed during a run)
+
+
+def heldout_eval(model, qst, docs, codec, recs, windows=None):
     from common import ndcg_at, trec_order
     from lj_eval import score_candidates
     per = {}
@@ -51,14 +88,26 @@ def heldout_eval(model, qst, docs, codec, recs):
         init = deep = 0.0
         n = 0
         for r in (x for x in recs if x['set'] == ds):
-            cand = [p['doc'] for p in r['positives']] + [x['doc'] for x in r['negatives']]
-            qrels = {p['doc']: p['grade'] for p in r['positives']}
-            sc = score_candidates(model, qst, docs, codec, f"{ds}/{r['qid']}", [f'{ds}/{d}' for d in cand])
+            if windows and (ds, r['qid']) in windows:
+                cand, qrels = windows[(ds, r['qid'])]
+                cand = [d for d in cand if f'{ds}/{d}' in docs]
+            else:
+                cand = [p['doc'] for p in r['positives']] + [x['doc'] for x in r['negatives']]
+                qrels = {p['doc']: p['grade'] for p in r['positives']}
+            sc = score_candidates(model, qst, docs, codec, f"{ds}/{r['qid']}", [f'{ds}/{d}' for d in cand], codes=_CODES)
             init += ndcg_at(trec_order([(d, float(sc[i, 0, 0])) for i, d in enumerate(cand)]), qrels)
             deep += ndcg_at(trec_order([(d, float(sc[i, -1, 0])) for i, d in enumerate(cand)]), qrels)
             n += 1
         per[ds] = {'init': init / n, 'deepest': deep / n, 'gain': (deep - init) / n, 'queries': n}
     return per
+
+
+def selection(ev):
+    """Checkpoint score: the mean gain over init on the retrieval sets' held-out slices, if no
+    held-out set (the general one included) is below init; otherwise below every admissible one."""
+    gains = [v['gain'] for v in ev.values()]
+    ir = [v['gain'] for k, v in ev.items() if k != 'wordnet'] or gains
+    return sum(ir) / len(ir) if min(gains) >= 0 else min(gains) - 1.0
 
 
 def main():
@@ -82,8 +131,18 @@ def main():
                     help="train only on positives the first stage retrieved (teacher not null): the reranker never sees the others")
     ap.add_argument('--self-distill', type=float, default=0.5)
     ap.add_argument('--init-reg', type=float, default=0.1)
+    ap.add_argument('--denoise', default='',
+                    help="per set, e.g. nfcorpus=0: drop a group's negatives whose init cosine is above its positive's "
+                         "by more than this margin (RocketQA's denoising with the bi-encoder as the judge; for sets "
+                         "whose qrels leave most relevant documents unjudged)")
     ap.add_argument('--set-repeat', default='scifact=3', help='sampling weight per set')
-    ap.add_argument('--heldout', default='scifact=60,nfcorpus=80', help='held-out TRAIN queries per set')
+    ap.add_argument('--heldout', default='scifact=60,nfcorpus=80,wordnet=200', help='held-out TRAIN queries per set')
+    ap.add_argument('--heldout-windows', type=int, default=100,
+                    help='score held-out SciFact/NFCorpus queries on their hybrid top-N window with all TRAIN '
+                         'qrels (the task sieve eval measures); 0 = positives + mined negatives only')
+    ap.add_argument('--general', action='store_true',
+                    help="add lj_general.py's WordNet groups (set 'wordnet'; weight it with --set-repeat)")
+    ap.add_argument('--data-root', default=os.path.join(REPO, '..', 'shared', 'data'))
     ap.add_argument('--max-minutes', type=float, default=12)
     ap.add_argument('--eval-every', type=float, default=120, help='seconds')
     ap.add_argument('--threads', type=int, default=2)
@@ -101,6 +160,8 @@ def main():
 
     qst, docs = States(lj, 'query'), States(lj, 'doc')
     recs = [r for r in read_jsonl_gz(os.path.join(args.work, 'data', 'train.jsonl.gz')) if r['set'] in ('scifact', 'nfcorpus')]
+    if args.general:
+        recs += list(read_jsonl_gz(os.path.join(args.work, 'data', 'general.jsonl.gz')))
     for r in recs:
         r['positives'] = [p for p in r['positives'] if f"{r['set']}/{p['doc']}" in docs]
         r['negatives'] = [n for n in r['negatives'] if f"{r['set']}/{n['doc']}" in docs]
@@ -117,6 +178,13 @@ def main():
         train += [dict(r, positives=kept_pos(r)) for r in tr if kept_pos(r)]
         held += ho
     reps = {k: float(v) for k, v in (x.split('=') for x in args.set_repeat.split(',') if x)}
+    denoise = {k: float(v) for k, v in (x.split('=') for x in args.denoise.split(',') if x)}
+    init_cos = {}
+    for r in train:
+        if r['set'] in denoise:
+            qv = qst.get(f"{r['set']}/{r['qid']}")[1]
+            for x in r['positives'] + r['negatives']:
+                init_cos[(r['set'], r['qid'], x['doc'])] = float(qv @ docs.get(f"{r['set']}/{x['doc']}")[1])
     weights = [reps.get(r['set'], 1.0) for r in train]
 
     # codec on the training documents only
@@ -162,16 +230,14 @@ def main():
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
     bf16 = not args.no_bf16
     emit({'event': 'start', 'args': vars(args), 'train_queries': len(train), 'heldout_queries': len(held),
-          'train_by_set': {ds: sum(r['set'] == ds for r in train) for ds in ('scifact', 'nfcorpus')},
+          'train_by_set': {ds: sum(r['set'] == ds for r in train) for ds in ('scifact', 'nfcorpus', 'wordnet')},
           'codec_rank': args.rank, 'codec_explained_variance': round(explained, 4), 'bf16': bf16,
           'torch': torch.__version__})
 
+    windows = heldout_windows(args.work, args.data_root, held, args.heldout_windows) if args.heldout_windows else None
     model.eval()
-    base_eval = heldout_eval(model, qst, docs, codec, held)
+    base_eval = heldout_eval(model, qst, docs, codec, held, windows)
     emit({'event': 'eval', 'step': 0, 'heldout': base_eval})
-    def selection(ev):
-        gains = [v['gain'] for v in ev.values()]
-        return sum(gains) / len(gains) if min(gains) >= 0 else min(gains) - 1.0
     best = (selection(base_eval) if args.resume else 0.0, 0)
     save_checkpoint(out, model, codec, cfg, {'step': 0, 'heldout': base_eval})
     t0 = time.time()
@@ -183,7 +249,12 @@ def main():
         ql, dl, dv, qv = [], [], [], []
         for r in batch:
             qs, qvec = qst.get(f"{r['set']}/{r['qid']}")
-            for d in sample_group(r, args.negatives, rng):
+            keep = None
+            if r['set'] in denoise:
+                c = lambda d: init_cos[(r['set'], r['qid'], d)]
+                m = denoise[r['set']]
+                keep = lambda pos, neg: c(neg) <= c(pos) + m
+            for d in sample_group(r, args.negatives, rng, keep):
                 k = f"{r['set']}/{d}"
                 ql.append(qs)
                 dl.append(code(k))
@@ -222,9 +293,8 @@ def main():
                            [round(float(torch.tanh(b.g_f)), 4) for b in model.blocks]})
         if time.time() - last_eval >= args.eval_every:
             model.eval()
-            ev = heldout_eval(model, qst, docs, codec, held)
-            gains = [v['gain'] for v in ev.values()]
-            score = sum(gains) / len(gains) if min(gains) >= 0 else min(gains) - 1.0
+            ev = heldout_eval(model, qst, docs, codec, held, windows)
+            score = selection(ev)
             kept = score > best[0]
             if kept:
                 best = (score, step)
@@ -234,12 +304,13 @@ def main():
                   'kept': kept})
             last_eval = time.time()
     model.eval()
-    ev = heldout_eval(model, qst, docs, codec, held)
-    gains = [v['gain'] for v in ev.values()]
-    score = sum(gains) / len(gains) if min(gains) >= 0 else min(gains) - 1.0
+    ev = heldout_eval(model, qst, docs, codec, held, windows)
+    score = selection(ev)
     if score > best[0]:
         best = (score, step)
         save_checkpoint(out, model, codec, cfg, {'step': step, 'pairs': pairs, 'heldout': ev})
+    save_checkpoint(out.replace('.pt', '') + '.last.pt', model, codec, cfg,
+                    {'step': step, 'pairs': pairs, 'heldout': ev, 'tau': float(log_tau.exp())})
     emit({'event': 'done', 'steps': step, 'pairs': pairs, 'wall_s': round(time.time() - t0),
           'pairs_per_s': round(pairs / (time.time() - t0), 1), 'final_heldout': ev, 'best_step': best[1],
           'best_score': round(best[0], 4)})
