@@ -76,6 +76,15 @@ impl CacheStamp {
     }
 }
 
+/// Whether the ONNX file of the embedder model directory `model` is still the one an index
+/// recorded (`recorded_sha256`); false when it cannot be found or read.
+fn embedder_unchanged(model: &Path, recorded_sha256: &str) -> bool {
+    sieve_embed::find_onnx_model(model)
+        .ok()
+        .and_then(|file| sieve_embed::sha256_file(&file).ok())
+        .is_some_and(|sha| sha == recorded_sha256)
+}
+
 /// Builds (or reuses) the data set's index and returns its directory: the cached one when its
 /// stamp matches the corpus, embedder and state codec (any codec when the job needs none); an index the user named when it was
 /// built from this corpus; else a fresh build.
@@ -87,19 +96,22 @@ pub(crate) fn ensure_index(job: &DatasetEval, progress: &dyn Progress) -> Result
         .unwrap_or_else(|| job.cache_dir.join(job.name()));
     let stamp = CacheStamp::of(&corpus, &job.embedder_model, job.rerank_codec.as_deref())?;
     let stamp_path = index_dir.join("eval-stamp.json");
-    // An index that stores rerank states serves a job that needs none just as well.
-    let cached = Manifest::load(&index_dir).is_ok()
-        && std::fs::read(&stamp_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<CacheStamp>(&b).ok())
-            .is_some_and(|cached| {
-                cached == stamp
-                    || (stamp.rerank_codec.is_none()
-                        && CacheStamp {
-                            rerank_codec: None,
-                            ..cached
-                        } == stamp)
-            });
+    // An index that stores rerank states serves a job that needs none just as well. The stamp
+    // names the embedder by path, so its recorded sha256 must also still be the file's: an
+    // updated graph at the same path means a rebuild, not a refusal at search time.
+    let cached = Manifest::load(&index_dir).is_ok_and(|manifest| {
+        embedder_unchanged(&job.embedder_model, &manifest.models.embedder.sha256)
+    }) && std::fs::read(&stamp_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<CacheStamp>(&b).ok())
+        .is_some_and(|cached| {
+            cached == stamp
+                || (stamp.rerank_codec.is_none()
+                    && CacheStamp {
+                        rerank_codec: None,
+                        ..cached
+                    } == stamp)
+        });
     // An index the user points at explicitly is reused if it was built from this corpus.
     if !cached
         && job.index_dir.is_some()
@@ -219,4 +231,24 @@ pub(crate) fn given_run_candidates(
         })
         .collect();
     Ok((lists, corpus, wanted.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::embedder_unchanged;
+
+    #[test]
+    fn a_cached_index_is_stale_once_the_embedder_file_changes() {
+        let dir =
+            std::env::temp_dir().join(format!("sieve-harness-embedder-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("onnx")).unwrap();
+        let file = dir.join("onnx/model.onnx");
+        std::fs::write(&file, b"graph one").unwrap();
+        let recorded = sieve_embed::sha256_file(&file).unwrap();
+        assert!(embedder_unchanged(&dir, &recorded));
+        std::fs::write(&file, b"graph two").unwrap();
+        assert!(!embedder_unchanged(&dir, &recorded));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(!embedder_unchanged(&dir, &recorded));
+    }
 }
