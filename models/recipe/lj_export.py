@@ -266,7 +266,7 @@ def main():
         'blocks': blocks,
         'calibration': {'heads': calibration},
         'profiles': {'fast': f'{model.exit_layers[0]}:384',
-                     'balanced': f'100@{model.exit_layers[0]},30@{model.exit_layers[1]},10@{deep}', 'full': f'{deep}:384'},
+                     'balanced': f'100@{model.exit_layers[0]},60@{model.exit_layers[1]}', 'full': f'{deep}:384'},
         'default_profile': 'full',
         'blend': {'reranker_weight': best_w},
     }

@@ -6,7 +6,9 @@ What
     onnx/model.onnx, the graph sieve loads by default. All 24 weight products (per layer: Q/K/V,
     attention output, FFN in, FFN out) run as MatMulIntegerToFloat (uint8 activations x int8
     weights, VNNI/AMX kernels in ONNX Runtime's MLAS); attention scores, softmax, GELU and
-    LayerNorm stay fp32. Same inputs and output as the fp32 graph.
+    LayerNorm stay fp32; each SkipLayerNormalization of the fused graph is unfused into Add +
+    LayerNormalization (the same fp32 arithmetic; ONNX Runtime's standard kernel is ~4x faster on
+    this CPU). Same inputs and output as the fp32 graph.
 
 Why
     ONNX Runtime's own dynamic quantisation (quantize_dynamic) uses one scale per *tensor* for the
@@ -124,6 +126,44 @@ def split_attention(model) -> None:
     graph.node.extend(nodes)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+
+
+def unfuse_skip_layer_norm(model) -> int:
+    """SkipLayerNormalization(x, skip, gamma, beta, bias) -> Add, Add(bias), LayerNormalization.
+
+    The same arithmetic in fp32, but ONNX Runtime 1.31's CPU kernel for the fused op took 0.45 ms
+    per [512, 384] call on this 2-core machine against 0.10 ms for the standard
+    LayerNormalization kernel plus the adds (measured standalone): 19% of a document batch's time
+    with 12 of them. Unfused, the graph embeds ~20% more documents per second at the same
+    cosine to the fp32 graph (Level 3 optimisation does not fuse them back for the CPU provider).
+    Only the first output (the normalised sum) may be used; returns the number rewritten."""
+    from onnx import helper
+
+    graph = model.graph
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    nodes, n_rewritten = [], 0
+    for node in graph.node:
+        if node.op_type != "SkipLayerNormalization":
+            nodes.append(node)
+            continue
+        extra = [o for o in node.output[1:] if o and o in used]
+        if extra:
+            raise SystemExit(f"{node.name}: outputs {extra} are used; only the normalised sum can be unfused")
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-12)
+        x, skip, gamma = node.input[0], node.input[1], node.input[2]
+        beta = node.input[3] if len(node.input) > 3 else ""
+        bias = node.input[4] if len(node.input) > 4 else ""
+        total = node.name + "_sum"
+        nodes.append(helper.make_node("Add", [x, skip], [total], name=node.name + "_add"))
+        if bias:
+            nodes.append(helper.make_node("Add", [total, bias], [total + "_bias"], name=node.name + "_add_bias"))
+            total += "_bias"
+        nodes.append(helper.make_node("LayerNormalization", [total, gamma] + ([beta] if beta else []), [node.output[0]],
+                                      name=node.name + "_ln", axis=-1, epsilon=eps))
+        n_rewritten += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return n_rewritten
 
 
 def read_documents(corpus: Path, n: int) -> list[str]:
@@ -304,13 +344,16 @@ def main() -> None:
     n = quantize_products(model, amax)
     if n != 24:
         raise SystemExit(f"expected 24 weight products, quantised {n}")
+    if unfuse_skip_layer_norm(model) != 12:
+        raise SystemExit("expected 12 SkipLayerNormalization ops to unfuse")
     provenance = {m.key: m.value for m in onnx.load(str(args.fp32), load_external_data=False).metadata_props}
     provenance.update({
         "recipe": "models/recipe/export_bi_encoder.py, then models/recipe/quantize_bi_encoder.py",
         "fp32_graph_sha256": sha256(args.fp32),
         "weights": "24 weight products int8 per output channel, activations uint8 per token (dynamic), "
                    "SmoothQuant migration " + json.dumps({k: v for k, v in ALPHA.items() if v}) +
-                   f", FFN-out input shifted by {GELU_SHIFT}; embedding tables stored fp16",
+                   f", FFN-out input shifted by {GELU_SHIFT}; embedding tables stored fp16; "
+                   "SkipLayerNormalization unfused to Add + LayerNormalization (faster CPU kernel)",
         "calibration": f"{args.calibration.name}, {args.calibration_docs} documents",
     })
     with tempfile.TemporaryDirectory() as tmp:
