@@ -55,14 +55,10 @@ def stanzas(text):
             yield fields, cont
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--out', default=os.path.join(HERE, 'work', 'guard', 'debian'))
-    ap.add_argument('--docs', type=int, default=8000)
-    ap.add_argument('--queries', type=int, default=400)
-    ap.add_argument('--seed', type=int, default=7)
-    args = ap.parse_args()
-
+def eligible_packages():
+    """[(package, source, synopsis, description)] that can be judged alone: one package per source
+    package (no -dev/-doc twins), synopsis and description occurring once, ≥ 25 words of
+    description and ≥ 3 of synopsis; sorted by source package (callers shuffle with a seed)."""
     source = {}
     for f, _ in stanzas(read_apt('*_main_binary-*_Packages*')):
         if 'Package' in f:
@@ -73,7 +69,7 @@ def main():
     packages, seen = [], set()
     for f, cont in stanzas(translations):
         if 'Package' not in f or 'Description-en' not in f or f['Package'] in seen:
-            continue  # a package in several suites (bookworm, -updates, -security) counts once
+            continue  # a package in several list files counts once
         seen.add(f['Package'])
         text = ' '.join('' if l.strip() == '.' else l.strip() for l in cont['Description-en'])
         packages.append((f['Package'], source.get(f['Package'], f['Package']), f['Description-en'].strip(),
@@ -84,7 +80,19 @@ def main():
     for p in packages:
         if len(p[3].split()) >= 25 and len(p[2].split()) >= 3 and synopsis_n[p[2].lower()] == 1 and text_n[p[3]] == 1:
             by_source[p[1]].append(p)
-    chosen = [sorted(ps, key=lambda p: (p[0] != src, p[0]))[0] for src, ps in sorted(by_source.items())]
+    return [sorted(ps, key=lambda p: (p[0] != src, p[0]))[0] for src, ps in sorted(by_source.items())]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--out', default=os.path.join(HERE, 'work', 'guard', 'debian'))
+    ap.add_argument('--docs', type=int, default=8000)
+    ap.add_argument('--queries', type=int, default=400)
+    ap.add_argument('--seed', type=int, default=7)
+    args = ap.parse_args()
+
+    chosen = eligible_packages()
+    n_eligible = len(chosen)
     random.Random(args.seed).shuffle(chosen)
     corpus, queries = chosen[: args.docs], chosen[: args.queries]
 
@@ -98,7 +106,7 @@ def main():
         f.write('query-id\tcorpus-id\tscore\n')
         for i, p in enumerate(queries):
             f.write(f'q{i}\t{p[0]}\t1\n')
-    print(json.dumps({'out': args.out, 'packages': len(packages), 'eligible': len(chosen), 'documents': len(corpus), 'queries': len(queries)}))
+    print(json.dumps({'out': args.out, 'eligible': n_eligible, 'documents': len(corpus), 'queries': len(queries)}))
 
 
 if __name__ == '__main__':

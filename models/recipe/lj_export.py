@@ -215,7 +215,7 @@ def main():
     # held-out TRAIN queries, exactly as lj_train.py split them
     qst, docs = States(lj, 'query'), States(lj, 'doc')
     targs = ck['config'].get('train_args') or {}
-    held = [r for r in heldout_records(args.work, targs, docs, qst) if r['set'] != 'wordnet']
+    held = [r for r in heldout_records(args.work, targs, docs, qst) if r['set'] in ('scifact', 'nfcorpus')]  # the retrieval sets (their train runs fit the blend)
 
     # blend weight on the held-out queries' top-k of each first stage in --blend-stages (sieve
     # reranks hybrid windows by default, a BM25 or dense window with --stages, any run with
