@@ -8,8 +8,8 @@ training packages. The packages are the ones guard_debian.py makes eligible *aft
 training the guard measures unseen packages of a trained domain, no longer an untouched one.
 
 Writes work/data/debian.jsonl.gz and debian_docs.jsonl.gz in lj_general.py's format (set
-'debian'); append them to general.jsonl.gz / general_docs.jsonl.gz to train with them. Not part
-of the shipped model's recipe: the one run made with them is in README.md ("Debian groups").
+'debian'); `lj_states.py` picks them up when present and `lj_train.py --debian` trains on them.
+The runs made with them are in README.md ("Debian groups").
 """
 import argparse, gzip, json, os, random, sys
 

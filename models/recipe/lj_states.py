@@ -111,12 +111,13 @@ def main():
         queries[f"{r['set']}/{r['qid']}"] = r['query']
     for r in read_jsonl_gz(os.path.join(data, 'eval.jsonl.gz')):
         queries[f"{r['set']}/{r['qid']}"] = r['query']
-    # the general-domain groups of lj_general.py, when made
-    if os.path.exists(os.path.join(data, 'general.jsonl.gz')):
-        for d in read_jsonl_gz(os.path.join(data, 'general_docs.jsonl.gz')):
-            docs[f"{d['set']}/{d['doc']}"] = d['text']
-        for r in read_jsonl_gz(os.path.join(data, 'general.jsonl.gz')):
-            queries[f"{r['set']}/{r['qid']}"] = r['query']
+    # the general-domain groups of lj_general.py and lj_debian.py, when made
+    for name in ('general', 'debian'):
+        if os.path.exists(os.path.join(data, f'{name}.jsonl.gz')):
+            for d in read_jsonl_gz(os.path.join(data, f'{name}_docs.jsonl.gz')):
+                docs[f"{d['set']}/{d['doc']}"] = d['text']
+            for r in read_jsonl_gz(os.path.join(data, f'{name}.jsonl.gz')):
+                queries[f"{r['set']}/{r['qid']}"] = r['query']
     # every document of the TRAIN queries' hybrid top-100 (the held-out TRAIN queries are scored on
     # these windows during training, the task `sieve eval` measures)
     for ds in ['scifact', 'nfcorpus']:

@@ -60,21 +60,35 @@ def heldout_windows(work, data_root, held, depth=100):
     return out
 
 
-def heldout_records(work, targs, docs, qst):
-    """The held-out TRAIN queries exactly as lj_train.py split them."""
+def training_records(work, targs, docs, qst):
+    """The TRAIN groups a run with these arguments uses (SciFact + NFCorpus, plus the general sets it
+    names), each cut to the documents and queries whose states exist; groups left with no positive
+    or fewer than two negatives are dropped."""
     recs = [r for r in read_jsonl_gz(os.path.join(work, 'data', 'train.jsonl.gz')) if r['set'] in ('scifact', 'nfcorpus')]
-    if targs.get('general'):
-        recs += list(read_jsonl_gz(os.path.join(work, 'data', 'general.jsonl.gz')))
+    for flag, name in (('general', 'general'), ('debian', 'debian')):
+        if targs.get(flag):
+            recs += list(read_jsonl_gz(os.path.join(work, 'data', f'{name}.jsonl.gz')))
     for r in recs:
         r['positives'] = [p for p in r['positives'] if f"{r['set']}/{p['doc']}" in docs]
         r['negatives'] = [n for n in r['negatives'] if f"{r['set']}/{n['doc']}" in docs]
-    recs = [r for r in recs if r['positives'] and len(r['negatives']) >= 2 and f"{r['set']}/{r['qid']}" in qst]
-    hold_n = {k: int(v) for k, v in (x.split('=') for x in targs.get('heldout', 'scifact=60,nfcorpus=80').split(','))}
-    held = []
+    return [r for r in recs if r['positives'] and len(r['negatives']) >= 2 and f"{r['set']}/{r['qid']}" in qst]
+
+
+def split_records(recs, heldout, seed):
+    """(train, held-out) per set: `heldout` is 'set=N,...' (50 for a set it does not name)."""
+    hold_n = {k: int(v) for k, v in (x.split('=') for x in heldout.split(','))}
+    out = {}
     for ds in sorted({r['set'] for r in recs}):
         rs = [r for r in recs if r['set'] == ds]
-        held += heldout_split(rs, hold_n.get(ds, 50) / len(rs), targs.get('seed', 13))[1]
-    return held
+        out[ds] = heldout_split(rs, hold_n.get(ds, 50) / len(rs), seed)
+    return out
+
+
+def heldout_records(work, targs, docs, qst):
+    """The held-out TRAIN queries exactly as lj_train.py split them."""
+    recs = training_records(work, targs, docs, qst)
+    split = split_records(recs, targs.get('heldout', 'scifact=60,nfcorpus=80'), targs.get('seed', 13))
+    return [r for ds in sorted(split) for r in split[ds][1]]
 
 
 _CODES = {}  # held-out documents' dequantised codes, made once (the codec is fixed during a run)
@@ -148,10 +162,18 @@ def main():
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--no-bf16', action='store_true')
     ap.add_argument('--seed', type=int, default=13)
+    ap.add_argument('--debian', action='store_true',
+                    help="add lj_debian.py's Debian synopsis->description groups (set 'debian'; weight it with --set-repeat)")
+    ap.add_argument('--order-seed', type=int, default=None,
+                    help='seed of the batch order only (default --seed, which also fixes the held-out split): '
+                         'a --resume run keeps --seed and changes this, so it does not replay the same batches')
+    ap.add_argument('--keep-evals', action='store_true',
+                    help='also save the model at every held-out evaluation (OUT.stepN.pt), for a choice by a '
+                         'set outside the held-out slices (the Debian guard)')
     ap.add_argument('--resume', default=None, help='continue from this checkpoint (its codec and weights)')
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed if args.order_seed is None else args.order_seed)
     torch.set_num_threads(args.threads)
     lj = os.path.join(args.work, 'lj')
     out = args.out or os.path.join(lj, 'ckpt.pt')
@@ -159,22 +181,13 @@ def main():
     emit = lambda rec: (log.write(json.dumps(rec) + '\n'), log.flush(), print(json.dumps(rec), flush=True))
 
     qst, docs = States(lj, 'query'), States(lj, 'doc')
-    recs = [r for r in read_jsonl_gz(os.path.join(args.work, 'data', 'train.jsonl.gz')) if r['set'] in ('scifact', 'nfcorpus')]
-    if args.general:
-        recs += list(read_jsonl_gz(os.path.join(args.work, 'data', 'general.jsonl.gz')))
-    for r in recs:
-        r['positives'] = [p for p in r['positives'] if f"{r['set']}/{p['doc']}" in docs]
-        r['negatives'] = [n for n in r['negatives'] if f"{r['set']}/{n['doc']}" in docs]
-    recs = [r for r in recs if r['positives'] and len(r['negatives']) >= 2 and f"{r['set']}/{r['qid']}" in qst]
+    recs = training_records(args.work, vars(args), docs, qst)
     if args.retrieved_positives:
         kept_pos = lambda r: [p for p in r['positives'] if p.get('teacher') is not None]
     else:
         kept_pos = lambda r: r['positives']
-    hold_n = {k: int(v) for k, v in (x.split('=') for x in args.heldout.split(','))}
     train, held = [], []
-    for ds in sorted({r['set'] for r in recs}):
-        rs = [r for r in recs if r['set'] == ds]
-        tr, ho = heldout_split(rs, hold_n.get(ds, 50) / len(rs), args.seed)
+    for ds, (tr, ho) in split_records(recs, args.heldout, args.seed).items():
         train += [dict(r, positives=kept_pos(r)) for r in tr if kept_pos(r)]
         held += ho
     reps = {k: float(v) for k, v in (x.split('=') for x in args.set_repeat.split(',') if x)}
@@ -230,7 +243,7 @@ def main():
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
     bf16 = not args.no_bf16
     emit({'event': 'start', 'args': vars(args), 'train_queries': len(train), 'heldout_queries': len(held),
-          'train_by_set': {ds: sum(r['set'] == ds for r in train) for ds in ('scifact', 'nfcorpus', 'wordnet')},
+          'train_by_set': {ds: sum(r['set'] == ds for r in train) for ds in sorted({r['set'] for r in train})},
           'codec_rank': args.rank, 'codec_explained_variance': round(explained, 4), 'bf16': bf16,
           'torch': torch.__version__})
 
@@ -300,6 +313,9 @@ def main():
                 best = (score, step)
                 save_checkpoint(out, model, codec, cfg, {'step': step, 'pairs': pairs, 'heldout': ev,
                                                          'tau': float(log_tau.exp())})
+            if args.keep_evals:
+                save_checkpoint(out.replace('.pt', '') + f'.step{step}.pt', model, codec, cfg,
+                                {'step': step, 'pairs': pairs, 'heldout': ev, 'tau': float(log_tau.exp())})
             emit({'event': 'eval', 'step': step, 'pairs': pairs, 'elapsed_s': round(time.time() - t0), 'heldout': ev,
                   'kept': kept})
             last_eval = time.time()
