@@ -66,10 +66,31 @@ class Codec:
         return q.astype(np.float32) * scale[:, None]
 
     def roundtrip(self, h):
-        """The dequantised codes serving feeds to the blocks, [L, r] float32."""
-        if getattr(self, 'exact', False):
-            return (h.astype(np.float32) - self.mean) @ self.P.T
-        return self.decode_codes(*self.encode(h))
+        """The dequantised codes serving feeds to the blocks, [L, r] float32. For the storage
+        trade-off (`lj_eval.py --code-bits/--code-rank`), set `bits` (32 = float codes, 16 = fp16,
+        2..8 = symmetric per-token integers with one float32 scale) and/or `keep` (only the first
+        `keep` principal components stored, the rest fed as zeros); `exact` = bits 32."""
+        bits = 32 if getattr(self, 'exact', False) else getattr(self, 'bits', 8)
+        keep = getattr(self, 'keep', None)
+        if bits == 8 and keep is None:
+            return self.decode_codes(*self.encode(h))  # what the index stores
+        c = (h.astype(np.float32) - self.mean) @ self.P.T
+        if keep is not None:
+            c[:, keep:] = 0.0
+        if bits >= 32:
+            return c
+        if bits == 16:
+            return c.astype(np.float16).astype(np.float32)
+        levels = 2 ** (bits - 1) - 1
+        scale = np.abs(c).max(1) / levels
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        return (np.clip(np.rint(c / scale[:, None]), -levels, levels) * scale[:, None]).astype(np.float32)
+
+    def bytes_per_token(self):
+        """Index bytes per token of the current `bits`/`keep` setting (integers carry a float32 scale)."""
+        bits = 32 if getattr(self, 'exact', False) else getattr(self, 'bits', 8)
+        keep = getattr(self, 'keep', None) or self.rank
+        return keep * bits / 8 + (4 if bits <= 8 else 0)
 
     def save(self, path):
         np.savez(path, mean=self.mean, P=self.P)

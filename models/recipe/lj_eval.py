@@ -95,12 +95,19 @@ def main():
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--json', default=None)
     ap.add_argument('--exact-codes', action='store_true', help='feed float codes (no int8): the quantisation loss')
+    ap.add_argument('--code-bits', type=int, default=8,
+                    help='store the codes with this precision: 32, 16 (fp16) or 2..8 bits per code plus a float scale')
+    ap.add_argument('--code-rank', type=int, default=None,
+                    help='store only the first N principal components (the rest fed as zeros)')
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from lj_train import load_checkpoint
     lj = os.path.join(args.work, 'lj')
     model, codec = load_checkpoint(args.ckpt or os.path.join(lj, 'ckpt.pt'))
     codec.exact = args.exact_codes
+    codec.bits, codec.keep = args.code_bits, args.code_rank
+    print(json.dumps({'code_bits': 32 if args.exact_codes else args.code_bits, 'code_rank': args.code_rank or codec.rank,
+                      'bytes_per_token': codec.bytes_per_token()}), flush=True)
     qst, docs = States(lj, 'query'), States(lj, 'doc')
     lists = load_eval_lists(args.work, args.data_root)
     report = {}
@@ -109,6 +116,7 @@ def main():
         t = time.time()
         report[name] = eval_lists(model, qst, docs, codec, ls, args.depth)
         report[name]['wall_s'] = round(time.time() - t, 1)
+        report[name]['bytes_per_token'] = codec.bytes_per_token()
         print(name, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in report[name].items()}), flush=True)
     if args.json:
         json.dump(report, open(args.json, 'w'), indent=1)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Choose among the models `lj_train.py --keep-evals` saved, with the Debian guard as the judge.
 
-  python models/recipe/lj_guard_choice.py models/recipe/work/lj/ckpt-f.step*.pt [--also ckpt-d.pt]
+  python models/recipe/lj_guard_choice.py 'models/recipe/work/lj/ckpt-f.step*.pt' [more checkpoints ...]
 
 The held-out TRAIN slices are all training domains, and none of them predicted the losses out of
 domain (README: "An out-of-domain guard"). So the rule, fixed before any test split is scored:

@@ -327,6 +327,9 @@ def main():
         save_checkpoint(out, model, codec, cfg, {'step': step, 'pairs': pairs, 'heldout': ev})
     save_checkpoint(out.replace('.pt', '') + '.last.pt', model, codec, cfg,
                     {'step': step, 'pairs': pairs, 'heldout': ev, 'tau': float(log_tau.exp())})
+    if args.keep_evals:  # the final evaluation is one of the candidates too
+        save_checkpoint(out.replace('.pt', '') + f'.step{step}.pt', model, codec, cfg,
+                        {'step': step, 'pairs': pairs, 'heldout': ev, 'tau': float(log_tau.exp())})
     emit({'event': 'done', 'steps': step, 'pairs': pairs, 'wall_s': round(time.time() - t0),
           'pairs_per_s': round(pairs / (time.time() - t0), 1), 'final_heldout': ev, 'best_step': best[1],
           'best_score': round(best[0], 4)})
