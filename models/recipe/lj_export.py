@@ -13,7 +13,8 @@ own run files): the windows a reranker really scores. Calibration uses the hybri
 blend weight is the best mean nDCG@10 over both sets × every first stage of `--blend-stages`
 (default hybrid, sieve's default first stage; `hybrid,bm25` makes one weight serve a strong and
 a weak first stage) among 0.05, 0.10, …, 0.95 (not the ends: they are the first stage and the
-pure reranker themselves).
+pure reranker themselves). The `balanced` profile is the cascade `lj_profile.choose_balanced` picks
+on the same hybrid windows.
 """
 import argparse, collections, hashlib, json, os, shutil, sys, time
 
@@ -28,6 +29,8 @@ from common import ndcg_at, trec_order  # noqa: E402
 from lj_data import States  # noqa: E402
 from lj_eval import score_candidates  # noqa: E402
 from lj_model import add_mask, mean_pool  # noqa: E402
+from lj_profile import choice_record, choose_balanced, minmax  # noqa: E402
+from prepare_data import read_run  # noqa: E402
 from lj_train import heldout_records, load_checkpoint  # noqa: E402
 
 
@@ -153,23 +156,6 @@ def ece(p, y, bins=10):
     return float(e)
 
 
-def read_run(path):
-    r = collections.defaultdict(list)
-    with open(path) as f:
-        for line in f:
-            p = line.split()
-            r[p[0]].append((p[2], float(p[4])))
-    for k in r:
-        r[k].sort(key=lambda x: -x[1])
-    return r
-
-
-def minmax(v):
-    v = np.asarray(v, dtype=np.float64)
-    lo, hi = v.min(), v.max()
-    return (v - lo) / (hi - lo) if hi > lo else np.ones_like(v)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--work', default=os.path.join(HERE, 'work'))
@@ -226,6 +212,7 @@ def main():
     grid = [round(x, 2) for x in np.arange(0, 1.0001, 0.05)]
     per_w = {f'{ds}/{st}': collections.defaultdict(list) for ds, st in runs}
     raw, labels = collections.defaultdict(list), []
+    windows = []  # (exit scores at width 384, fused scores) of the hybrid windows: the balanced cascade's choice
     for r in held:
         ds = r['set']
         qrels = {p['doc']: p['grade'] for p in r['positives']}
@@ -236,6 +223,7 @@ def main():
             full = score_candidates(model, qst, docs, codec, f"{ds}/{r['qid']}", [f'{ds}/{d}' for d, _ in cand])
             if st == 'hybrid':
                 labels += [int(qrels.get(d, 0) > 0) for d, _ in cand]
+                windows.append((full[:, :, 0], np.array([s for _, s in cand], np.float32)))
                 for e, layer in enumerate(model.exit_layers):
                     for w_i, w in enumerate(model.widths):
                         raw[f'l{layer}_w{w}'] += full[:, e, w_i].tolist()
@@ -253,6 +241,7 @@ def main():
     # the first stage and the pure reranker, each reported on its own row; on a flat curve (held-out
     # nDCG within noise at every weight) an end would turn the default blend into one of them.
     best_w = max(grid[1:-1], key=lambda w: (np.mean(list(blend_table[w].values())), w))
+    balanced, balanced_table = choose_balanced(windows, model.exit_layers, best_w)
 
     exits = [{'layer': l, 'widths': model.widths} for l in model.exit_layers]
     deep = model.exit_layers[-1]
@@ -266,7 +255,7 @@ def main():
         'blocks': blocks,
         'calibration': {'heads': calibration},
         'profiles': {'fast': f'{model.exit_layers[0]}:384',
-                     'balanced': f'100@{model.exit_layers[0]},60@{model.exit_layers[1]}', 'full': f'{deep}:384'},
+                     'balanced': balanced, 'full': f'{deep}:384'},
         'default_profile': 'full',
         'blend': {'reranker_weight': best_w},
     }
@@ -275,6 +264,7 @@ def main():
         f.write('\n')
     check = verify_export(model, codec, args.out, blocks, qst, docs, held)
     record = {'checkpoint': ck['extra'], 'export_check': check, 'calibration_ece': eces, 'blend_table': blend_table, 'blend_weight': best_w,
+              'balanced_choice': choice_record(balanced, balanced_table, 2.7, len(windows)),
               'heldout_queries': len(held), 'export_s': round(time.time() - t0, 1)}
     with open(os.path.join(args.out, 'training.json'), 'w') as f:
         json.dump(record, f, indent=1)
