@@ -36,6 +36,10 @@ pub struct RerankerArgs {
     /// Token budget per model call (rows × padded length); the default suits CPUs, raise it on a GPU.
     #[arg(long, default_value_t = 512)]
     pub batch_tokens: usize,
+    /// Token budget per call of a late-joined model's joint blocks (rows × padded document
+    /// length); their rows are cheap, so it is larger than --batch-tokens.
+    #[arg(long, default_value_t = 4096)]
+    pub block_batch_tokens: usize,
     /// Which graphs of a Matryoshka model run: auto (int8 on CPU, fp32 on CUDA), int8 or fp32.
     #[arg(long, default_value = "auto")]
     pub precision: String,
@@ -104,6 +108,7 @@ impl RerankerArgs {
             max_windows: self.max_windows,
             aggregation,
             batch_tokens: self.batch_tokens,
+            block_batch_tokens: self.block_batch_tokens,
             ..CrossEncoderConfig::default()
         };
         config.session.device = self.device.0;

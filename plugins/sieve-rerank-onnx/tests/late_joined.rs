@@ -306,6 +306,52 @@ fn many_queries_in_one_call_score_as_each_alone() {
     );
 }
 
+/// The joint blocks' call size (`block_batch_tokens`) changes how pairs are packed, never the fp32
+/// scores: one document per call and the default calls agree, for full depth and a cascade.
+#[test]
+fn block_call_size_does_not_change_fp32_scores() {
+    let open = |block_batch_tokens: usize| {
+        CrossEncoder::open(
+            &shipped_model(),
+            CrossEncoderConfig {
+                precision: sieve_rerank_onnx::Precision::Fp32,
+                block_batch_tokens,
+                ..CrossEncoderConfig::default()
+            },
+        )
+        .expect("open shipped")
+    };
+    let (small, large) = (
+        open(1),
+        open(CrossEncoderConfig::default().block_batch_tokens),
+    );
+    let p = passages();
+    let all = docs(&p);
+    for budget in [
+        Budget::Default,
+        Budget::parse("6@6,4@7,2@8").expect("cascade"),
+    ] {
+        let a = small
+            .rerank_budgeted(QUERIES[0], &all, &budget)
+            .expect("one document per call");
+        let b = large
+            .rerank_budgeted(QUERIES[0], &all, &budget)
+            .expect("default calls");
+        assert!(
+            a.stats.batches > b.stats.batches,
+            "{budget}: calls were not split"
+        );
+        for (x, y) in a.scores.iter().zip(&b.scores) {
+            assert!(
+                (x.raw - y.raw).abs() < 1e-5,
+                "{budget}: {} vs {}",
+                x.raw,
+                y.raw
+            );
+        }
+    }
+}
+
 /// Copies the init fixture into a temp dir (its tower path rewritten to stay valid).
 fn copy_of_init() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -83,7 +83,7 @@ pub(crate) struct LateJoined {
     blocks: Vec<Block>,
     pub profiles: BTreeMap<String, Plan>,
     pub precision: String,
-    /// Per block call: at most this many (query + document) tokens and rows.
+    /// Per block call: at most this many document tokens (rows × padded length) and rows.
     batch_tokens: usize,
     max_batch: usize,
 }
@@ -205,7 +205,7 @@ impl LateJoined {
             blocks,
             profiles,
             precision,
-            batch_tokens: config.batch_tokens,
+            batch_tokens: config.block_batch_tokens,
             max_batch: config.max_batch,
         };
         let probe = [RerankDoc::new("probe", "a probe document")];
