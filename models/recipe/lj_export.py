@@ -29,7 +29,7 @@ from common import ndcg_at, trec_order  # noqa: E402
 from lj_data import States  # noqa: E402
 from lj_eval import score_candidates  # noqa: E402
 from lj_model import add_mask, mean_pool  # noqa: E402
-from lj_profile import choice_record, choose_balanced, minmax  # noqa: E402
+from lj_profile import MIN_SPEEDUP, choice_record, choose_balanced, minmax  # noqa: E402
 from prepare_data import read_run  # noqa: E402
 from lj_train import heldout_records, load_checkpoint  # noqa: E402
 
@@ -264,7 +264,7 @@ def main():
         f.write('\n')
     check = verify_export(model, codec, args.out, blocks, qst, docs, held)
     record = {'checkpoint': ck['extra'], 'export_check': check, 'calibration_ece': eces, 'blend_table': blend_table, 'blend_weight': best_w,
-              'balanced_choice': choice_record(balanced, balanced_table, 2.7, len(windows)),
+              'balanced_choice': choice_record(balanced, balanced_table, MIN_SPEEDUP, len(windows)),
               'heldout_queries': len(held), 'export_s': round(time.time() - t0, 1)}
     with open(os.path.join(args.out, 'training.json'), 'w') as f:
         json.dump(record, f, indent=1)

@@ -37,6 +37,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+MIN_SPEEDUP = 2.7  # the rule's threshold on the estimated speed-up (see the module's doc)
+
 
 def minmax(v):
     v = np.asarray(v, np.float64)
@@ -92,7 +94,7 @@ def candidate_plans(n_exits):
     return plans
 
 
-def choose_balanced(windows, exit_layers, weight, min_speedup=2.7, tower_cost=0.092,
+def choose_balanced(windows, exit_layers, weight, min_speedup=MIN_SPEEDUP, tower_cost=0.092,
                     block_costs=(1.0, 1.0)):
     """windows: [(exit_scores [n, exits], fused [n])] of held-out queries -> (plan, table).
 
@@ -137,7 +139,7 @@ def main():
     ap.add_argument('--work', default=os.path.join(HERE, 'work'))
     ap.add_argument('--ckpt', required=True)
     ap.add_argument('--model-dir', required=True, help='the exported model whose balanced profile to set')
-    ap.add_argument('--min-speedup', type=float, default=2.7)
+    ap.add_argument('--min-speedup', type=float, default=MIN_SPEEDUP)
     ap.add_argument('--threads', type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
