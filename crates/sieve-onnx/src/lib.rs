@@ -192,12 +192,14 @@ pub struct SessionOptions {
     pub intra_threads: usize,
     /// Where to run.
     pub device: Device,
-    /// Whether the operator threads spin (busy-wait) between runs instead of sleeping. Off by
-    /// default: sieve alternates between sessions (query tower, joint blocks, bi-encoder), and on
-    /// few cores each session's spinning threads take the cores the next session needs. Measured
-    /// on 2 cores (SciFact test, 100 queries, window 100, int8): full-depth rerank 128 ms with
-    /// spinning off against 147 ms on, the cascade `100@6,35@7,30@8` 46 ms against 73 ms; a
-    /// lone query embedding gains about 1 ms from spinning.
+    /// Whether the operator threads spin (busy-wait) between runs instead of sleeping. On by
+    /// default (ONNX Runtime's own default): one session called back to back gains from it
+    /// (embedding NFCorpus for an index, 2 cores: 47 s spinning, 63 s not). Off where a caller
+    /// alternates between sessions, as the late-joined reranker does (query tower, block 7,
+    /// block 8): there each session's spinning threads take the cores the next one needs
+    /// (`CrossEncoderConfig`'s default turns it off; on 2 cores, SciFact test, 100 queries,
+    /// window 100, int8: full-depth rerank 128 ms off against 147 ms on, the cascade
+    /// `100@6,35@7,30@8` 46 ms against 73 ms).
     pub spinning: bool,
 }
 
@@ -206,7 +208,7 @@ impl Default for SessionOptions {
         Self {
             intra_threads: available_cores(),
             device: Device::Cpu,
-            spinning: false,
+            spinning: true,
         }
     }
 }

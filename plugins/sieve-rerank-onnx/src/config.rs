@@ -66,7 +66,9 @@ pub struct CrossEncoderConfig {
     /// more rows than a full pair's graph to fill the cores. Measured on 2 cores (100 SciFact
     /// test queries, window 100, int8): full-depth rerank 101 ms at 4,096 against 135 ms at 512.
     pub block_batch_tokens: usize,
-    /// Session settings: threads (default: every core) and device (default: CPU).
+    /// Session settings: threads (default: every core), device (default: CPU) and spinning
+    /// (default: off, unlike [`SessionOptions::default`]: a reranker alternates between its
+    /// sessions, see [`SessionOptions::spinning`]).
     pub session: SessionOptions,
     /// Int8 or fp32 graphs for Matryoshka models (default: int8 on CPU, fp32 on CUDA).
     pub precision: Precision,
@@ -89,7 +91,10 @@ impl Default for CrossEncoderConfig {
             batch_tokens: 512,
             max_batch: 64,
             block_batch_tokens: 4096,
-            session: SessionOptions::default(),
+            session: SessionOptions {
+                spinning: false,
+                ..SessionOptions::default()
+            },
             precision: Precision::Auto,
             profiles: BTreeMap::new(),
             default_profile: None,
