@@ -20,10 +20,10 @@ overlap by at most 0.03.
 
 The cost estimate is in units of one block's pass over a 100-document window: the towers' step
 costs `tower_cost`, each block its `block_costs` share per document it scores (defaults measured
-by `sieve eval` on SciFact test, 2026-12-07, int8, 2 cores, sieve's defaults: operator threads
+by `sieve eval` on SciFact test, 2026-12-07, int8, 2 cores, the reranker's defaults: operator threads
 not spinning, block calls of up to 4,096 document tokens: towers 4.3 ms, blocks 7 and 8 46.7 and
 46.4 ms for 100 documents). The estimate is linear in the documents a block scores; small steps
-batch less well, so it is optimistic: 2.82x for `100@6,35@7,30@8`, 2.49x measured on SciFact
+batch less well, so it is optimistic: 2.82x for `100@6,35@7,30@8`, 2.49x and 2.56x measured on SciFact
 test (2.81x with 512-token block calls, against an estimate of 2.88x).
 
 Standalone: `lj_profile.py --ckpt CKPT --model-dir DIR` scores the held-out windows and writes the
