@@ -7,8 +7,8 @@ best K2 of those for the next block, and so on (sieve's `rerank_window` + `reran
 `cascade_order` mirrors). Which K to keep is a quality/cost choice; it is made here, before any
 test split is scored, by a fixed rule:
 
-  among the one-step plans `100@T,K@B1` and two-step plans `100@T,K1@B1,K2@B2` (K, K1 in 25..100,
-  K2 in 10..K1-5, steps of 5), take those whose estimated rerank speed-up over full depth is at
+  among the one-step plans `100@T,K@B1` (K in 25..100) and `100@T,K@B2` (K in 10..100) and the
+  two-step plans `100@T,K1@B1,K2@B2` (K1 in 25..100, K2 in 10..K1-5), steps of 5, take those whose estimated rerank speed-up over full depth is at
   least --min-speedup (2.7: the issue asks for 2.5, the margin is for the estimate's error), and
   of those the one whose blended top 10 agrees best with full depth's blended top 10 on the
   held-out queries (mean overlap; ties: the cheaper).
@@ -23,8 +23,9 @@ costs `tower_cost`, each block its `block_costs` share per document it scores (d
 by `sieve eval` on SciFact test, 2026-12-07, int8, 2 cores, the reranker's defaults: operator threads
 not spinning, block calls of up to 4,096 document tokens: towers 4.3 ms, blocks 7 and 8 46.7 and
 46.4 ms for 100 documents). The estimate is linear in the documents a block scores; small steps
-batch less well, so it is optimistic: 2.82x for `100@6,35@7,30@8`, 2.49x and 2.56x measured on SciFact
-test (2.81x with 512-token block calls, against an estimate of 2.88x).
+batch less well, so it is optimistic: 2.82x for `100@6,35@7,30@8`, 2.49x and 2.56x measured on
+SciFact test (2.81x with 512-token block calls, against an estimate of 2.88x); 3.02x for
+`100@6,30@8`, 2.65x measured.
 
 Standalone: `lj_profile.py --ckpt CKPT --model-dir DIR` scores the held-out windows and writes the
 chosen plan into DIR/late_joined.json (`profiles.balanced`) and DIR/training.json; `lj_export.py`
@@ -87,9 +88,10 @@ def plan_text(steps, exit_layers, window=100):
 
 
 def candidate_plans(n_exits):
-    """One-step plans on the first block's exit, two-step plans over the first two blocks."""
+    """One-step plans on either block's exit, two-step plans over the first two blocks."""
     plans = [[(k, 1)] for k in range(25, 101, 5)]
     if n_exits >= 3:
+        plans += [[(k, 2)] for k in range(10, 101, 5)]
         plans += [[(k1, 1), (k2, 2)] for k1 in range(25, 101, 5) for k2 in range(10, k1, 5)]
     return plans
 
