@@ -40,7 +40,7 @@ class BlockGraph(nn.Module):
         self.block, self.heads, self.last = model.blocks[b], model.heads[b], b == len(model.blocks) - 1
 
     def forward(self, x, q_mask, d_codes, d_mask, d_vec):
-        x = self.block(x, d_codes, add_mask(d_mask, x.dtype))
+        x = self.block(x, d_codes, add_mask(d_mask, x.dtype), add_mask(q_mask, x.dtype))
         u = mean_pool(x, q_mask)
         scores = torch.stack([h(u, d_vec) for h in self.heads], dim=-1)
         return scores if self.last else (x, scores)

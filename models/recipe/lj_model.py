@@ -7,7 +7,9 @@ index already computes for the dense vector, so document states cost nothing ext
 Joint blocks (appended after tower layer 6, so they are "layers 7 and 8"): only the query tokens
 run them (one-way, as in MORES); each block is a gated cross-attention from the query tokens to the
 document's token states, then a gated feed-forward (Flamingo's tanh(g) gates, g = 0 at init), with
-weights copied from tower layer 6. At init every block is the identity.
+weights copied from tower layer 6. At init every block is the identity. (`self_attn=True` adds a
+gated self-attention among the query tokens between the two, as in MORES's interaction blocks;
+tried on 2026-12-07, not in the shipped model: recipe README, "Architecture variants tried".)
 
 Exits: 6 = the towers' cosine after their 6 layers (exactly the dense score), then one after each
 block (7, 8). The score at
@@ -39,14 +41,21 @@ def mean_pool(h, mask):
 
 
 class JointBlock(nn.Module):
-    """Gated cross-attention (query tokens -> document states) + gated feed-forward."""
+    """Gated cross-attention (query tokens -> document states), optionally a gated self-attention
+    among the query tokens (MORES's interaction block: what each token read from the document is
+    shared with the rest of the query), then a gated feed-forward."""
 
-    def __init__(self, H=384, heads=12, inter=1536, eps=1e-12, state_dim=384):
+    def __init__(self, H=384, heads=12, inter=1536, eps=1e-12, state_dim=384, self_attn=False):
         super().__init__()
         self.nh, self.hd = heads, H // heads
         self.ln_x = nn.LayerNorm(H, eps=eps)
         self.q, self.o = nn.Linear(H, H), nn.Linear(H, H)
         self.k, self.v = nn.Linear(state_dim, H), nn.Linear(state_dim, H)
+        self.self_attn = self_attn
+        if self_attn:
+            self.ln_s = nn.LayerNorm(H, eps=eps)
+            self.sq, self.sk, self.sv, self.so = (nn.Linear(H, H) for _ in range(4))
+            self.g_s = nn.Parameter(torch.zeros(()))
         self.ln_f = nn.LayerNorm(H, eps=eps)
         self.i, self.out = nn.Linear(H, inter), nn.Linear(inter, H)
         self.g_x = nn.Parameter(torch.zeros(()))
@@ -56,23 +65,32 @@ class JointBlock(nn.Module):
         """Copies attention and feed-forward weights of tower layer `layer_index` (0-based)."""
         p = f'encoder.layer.{layer_index}.'
         g = lambda k: sd[k].float()
+        pairs = [(self.q, 'attention.self.query'), (self.k, 'attention.self.key'),
+                 (self.v, 'attention.self.value'), (self.o, 'attention.output.dense'),
+                 (self.i, 'intermediate.dense'), (self.out, 'output.dense')]
+        if self.self_attn:
+            pairs += [(self.sq, 'attention.self.query'), (self.sk, 'attention.self.key'),
+                      (self.sv, 'attention.self.value'), (self.so, 'attention.output.dense')]
         with torch.no_grad():
-            for mod, key in [(self.q, 'attention.self.query'), (self.k, 'attention.self.key'),
-                             (self.v, 'attention.self.value'), (self.o, 'attention.output.dense'),
-                             (self.i, 'intermediate.dense'), (self.out, 'output.dense')]:
+            for mod, key in pairs:
                 mod.weight.copy_(g(p + key + '.weight'))
                 mod.bias.copy_(g(p + key + '.bias'))
 
-    def forward(self, x, d_states, d_add_mask):
-        B, Lq, H = x.shape
-        Ld = d_states.shape[1]
+    def _attend(self, q, k, v, add_mask):
+        B, Lq, H = q.shape
+        Lk = k.shape[1]
+        q = q.view(B, Lq, self.nh, self.hd).transpose(1, 2)
+        k = k.view(B, Lk, self.nh, self.hd).transpose(1, 2)
+        v = v.view(B, Lk, self.nh, self.hd).transpose(1, 2)
+        a = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.hd) + add_mask
+        return torch.matmul(torch.softmax(a, dim=-1), v).transpose(1, 2).reshape(B, Lq, H)
+
+    def forward(self, x, d_states, d_add_mask, q_add_mask=None):
         y = self.ln_x(x)
-        q = self.q(y).view(B, Lq, self.nh, self.hd).transpose(1, 2)
-        k = self.k(d_states).view(B, Ld, self.nh, self.hd).transpose(1, 2)
-        v = self.v(d_states).view(B, Ld, self.nh, self.hd).transpose(1, 2)
-        a = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.hd) + d_add_mask
-        c = torch.matmul(torch.softmax(a, dim=-1), v).transpose(1, 2).reshape(B, Lq, H)
-        x = x + torch.tanh(self.g_x) * self.o(c)
+        x = x + torch.tanh(self.g_x) * self.o(self._attend(self.q(y), self.k(d_states), self.v(d_states), d_add_mask))
+        if self.self_attn:
+            y = self.ln_s(x)
+            x = x + torch.tanh(self.g_s) * self.so(self._attend(self.sq(y), self.sk(y), self.sv(y), q_add_mask))
         return x + torch.tanh(self.g_f) * self.out(F.gelu(self.i(self.ln_f(x))))
 
 
@@ -98,10 +116,10 @@ class Head(nn.Module):
 
 
 class LateJoined(nn.Module):
-    def __init__(self, blocks=2, widths=(384, 192, 96), H=384, heads=12, inter=1536, state_dim=384):
+    def __init__(self, blocks=2, widths=(384, 192, 96), H=384, heads=12, inter=1536, state_dim=384, self_attn=False):
         super().__init__()
         self.widths = list(widths)
-        self.blocks = nn.ModuleList(JointBlock(H, heads, inter, 1e-12, state_dim) for _ in range(blocks))
+        self.blocks = nn.ModuleList(JointBlock(H, heads, inter, 1e-12, state_dim, self_attn) for _ in range(blocks))
         self.heads = nn.ModuleList(nn.ModuleList(Head(w) for w in widths) for _ in range(blocks))
 
     @property
@@ -121,10 +139,10 @@ class LateJoined(nn.Module):
 
     def forward(self, q_states, q_mask, d_states, d_mask, d_vec, upto=None):
         """-> [B, n_blocks, n_widths] scores after each block (up to `upto` blocks)."""
-        dm = add_mask(d_mask, q_states.dtype)
+        dm, qm = add_mask(d_mask, q_states.dtype), add_mask(q_mask, q_states.dtype)
         x, out = q_states, []
         for b, (block, heads) in enumerate(zip(self.blocks, self.heads)):
-            x = block(x, d_states, dm)
+            x = block(x, d_states, dm, qm)
             u = mean_pool(x, q_mask)
             out.append(torch.stack([h(u, d_vec) for h in heads], dim=-1))
             if upto is not None and b + 1 >= upto:

@@ -31,7 +31,8 @@ def load_checkpoint(path):
     ck = torch.load(path, map_location='cpu', weights_only=False)
     cfg = ck['config']
     codec = Codec(np.asarray(ck['codec_mean']), np.asarray(ck['codec_P']))
-    model = LateJoined(blocks=cfg['blocks'], widths=cfg['widths'], state_dim=codec.rank)
+    model = LateJoined(blocks=cfg['blocks'], widths=cfg['widths'], state_dim=codec.rank,
+                       self_attn=cfg.get('self_attn', False))
     model.load_state_dict(ck['state_dict'])
     model.eval()
     return model, codec
@@ -131,6 +132,9 @@ def main():
     ap.add_argument('--out', default=None, help='checkpoint path (default work/lj/ckpt.pt)')
     ap.add_argument('--blocks', type=int, default=2)
     ap.add_argument('--widths', default='384,192,96')
+    ap.add_argument('--query-self-attn', action='store_true',
+                    help="each block also has a gated self-attention among the query tokens (after the "
+                         "cross-attention, as in MORES's interaction blocks), initialised from tower layer 6's")
     ap.add_argument('--rank', type=int, default=60, help='PCA codec rank (index bytes/token = rank + 4)')
     ap.add_argument('--negatives', type=int, default=7)
     ap.add_argument('--batch', type=int, default=8, help='queries per step')
@@ -217,11 +221,12 @@ def main():
 
     widths = [int(w) for w in args.widths.split(',')]
     if not args.resume:
-        model = LateJoined(blocks=args.blocks, widths=widths)
+        model = LateJoined(blocks=args.blocks, widths=widths, self_attn=args.query_self_attn)
         model.init_from_base(args.base)
         fold_codec_into(model, codec)
-    cfg = {'blocks': args.blocks, 'widths': widths, 'rank': args.rank, 'tau': args.tau, 'train_args': vars(args)}
-    is_gate = lambda n: n.endswith('.g_x') or n.endswith('.g_f')
+    cfg = {'blocks': args.blocks, 'widths': widths, 'rank': args.rank, 'tau': args.tau,
+           'self_attn': bool(model.blocks[0].self_attn), 'train_args': vars(args)}
+    is_gate = lambda n: n.endswith('.g_x') or n.endswith('.g_f') or n.endswith('.g_s')
     gates = [p for n, p in model.named_parameters() if is_gate(n)]
     heads = [p for n, p in model.named_parameters() if n.startswith('heads.')]
     frozen = lambda n: args.train == 'cross' and any(f'.{m}.' in n for m in ('i', 'out', 'ln_f'))
@@ -303,7 +308,8 @@ def main():
             emit({'event': 'train', 'step': step, 'pairs': pairs, 'pairs_per_s': round(pairs / el, 1),
                   'ce': round(ce.item(), 4), 'tau': round(float(log_tau.exp()), 2), 'sd': round(float(sd), 4), 'reg': round(float(reg), 4),
                   'gates': [round(float(torch.tanh(b.g_x)), 4) for b in model.blocks] +
-                           [round(float(torch.tanh(b.g_f)), 4) for b in model.blocks]})
+                           [round(float(torch.tanh(b.g_f)), 4) for b in model.blocks] +
+                           [round(float(torch.tanh(b.g_s)), 4) for b in model.blocks if b.self_attn]})
         if time.time() - last_eval >= args.eval_every:
             model.eval()
             ev = heldout_eval(model, qst, docs, codec, held, windows)

@@ -42,14 +42,15 @@ def main():
     trained, codec = load_checkpoint(args.ckpt)
     cfg = ck['config']
     targs = cfg.get('train_args') or {}
-    init = LateJoined(blocks=cfg['blocks'], widths=cfg['widths'])
+    init = LateJoined(blocks=cfg['blocks'], widths=cfg['widths'], self_attn=cfg.get('self_attn', False))
     init.init_from_base(args.base)
     fold_codec_into(init, codec)
     qst, docs = States(lj, 'query'), States(lj, 'doc')
     held = heldout_records(args.work, targs, docs, qst)
     windows = heldout_windows(args.work, args.data_root, held, targs.get('heldout_windows', 100))
     t_sd, i_sd = trained.state_dict(), init.state_dict()
-    model = LateJoined(blocks=cfg['blocks'], widths=cfg['widths'], state_dim=codec.rank).eval()
+    model = LateJoined(blocks=cfg['blocks'], widths=cfg['widths'], state_dim=codec.rank,
+                       self_attn=cfg.get('self_attn', False)).eval()
     best, rows, states = None, [], {}
     grid = sorted(float(a) for a in args.grid.split(','))
     if args.keep_gain and grid[-1] != 1.0:
