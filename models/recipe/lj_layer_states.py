@@ -30,10 +30,16 @@ from lj_states import Tower, read_jsonl, write  # noqa: E402
 def write_queries(args, lj, out_lj, t, query_cap=64):
     """Layer-N states of the set's TRAIN and evaluation queries, tokenised as lj_states.py does."""
     queries = {}
-    for name in ('train.jsonl.gz', 'eval.jsonl.gz'):
-        for r in read_jsonl_gz(os.path.join(args.work, 'data', name)):
-            if r['set'] == args.set:
-                queries[f"{r['set']}/{r['qid']}"] = r['query']
+    for name in ('train.jsonl.gz', 'eval.jsonl.gz', 'general.jsonl.gz', 'debian.jsonl.gz'):
+        path = os.path.join(args.work, 'data', name)
+        if os.path.exists(path):
+            for r in read_jsonl_gz(path):
+                if args.set in ('all', r['set']):
+                    queries[f"{r['set']}/{r['qid']}"] = r['query']
+    dl = 'trec-dl-2019-passage'
+    if args.set in ('all', dl):
+        for q in read_jsonl(os.path.join(args.data_root, dl, 'queries.jsonl')):
+            queries[f"{dl}/{q['_id']}"] = q['text']
     all_meta = json.load(open(os.path.join(lj, 'queries.json')))
     rows = {x['key']: i for i, x in enumerate(all_meta)}
     keys = sorted(k for k in queries if k in rows)
@@ -58,7 +64,7 @@ def main():
     ap.add_argument('--bi-encoder', default=os.path.join(REPO, 'models', 'all-MiniLM-L6-v2'))
     ap.add_argument('--layer', type=int, default=4, help='tower layer (1..5) whose output the blocks read')
     ap.add_argument('--side', choices=['docs', 'queries'], default='docs')
-    ap.add_argument('--set', default='scifact', help='documents or queries of this set only')
+    ap.add_argument('--set', default='scifact', help="documents or queries of this set only ('all': every query)")
     ap.add_argument('--out', required=True, help='new work directory')
     ap.add_argument('--threads', type=int, default=2)
     args = ap.parse_args()
