@@ -6,6 +6,8 @@
   state_codec.bin       the PCA codec the index compresses document token states with
   block7.onnx, block8.onnx (+ _int8): the joint blocks (inputs x, q_mask, d_codes, d_mask, d_vec;
                         outputs x_out (not the last), scores [B, widths])
+  query_tower.onnx      only for a checkpoint with query layers (lj_query_graph.py): the query
+                        side's graph whose states the blocks read (manifest format /2)
 
 Calibration (temperature + bias per head) and the blend weight are fitted on the checkpoint's
 held-out TRAIN queries (never a test or dev split), by reranking their top-`--blend-depth` (sieve's
@@ -29,6 +31,7 @@ from common import ndcg_at, trec_order  # noqa: E402
 from lj_data import States  # noqa: E402
 from lj_eval import score_candidates  # noqa: E402
 from lj_model import add_mask, mean_pool  # noqa: E402
+import lj_query_graph  # noqa: E402
 from lj_profile import MIN_SPEEDUP, choice_record, choose_balanced, minmax  # noqa: E402
 from prepare_data import read_run  # noqa: E402
 from lj_train import heldout_records, load_checkpoint  # noqa: E402
@@ -93,8 +96,10 @@ def verify_export(model, codec, out, blocks, qst, docs, held, max_queries=40):
         qs, qm, ds, dm, dvec = pad_batch([q] * len(cand), dl, dv)
         with torch.no_grad():
             ref = model(qs, qm, ds, dm, dvec).numpy()
+        with torch.no_grad():
+            x0 = model.query_input(qs, qm).numpy()
         for prec in ('fp32', 'int8'):
-            x = qs.numpy()
+            x = x0
             for bi, b in enumerate(blocks):
                 res = sess[(b['layer'], prec)].run(None, {'x': x, 'q_mask': qm.numpy(), 'd_codes': ds.numpy(),
                                                           'd_mask': dm.numpy(), 'd_vec': dvec.numpy()})
@@ -115,6 +120,14 @@ def verify_export(model, codec, out, blocks, qst, docs, held, max_queries=40):
             'spearman_int8_vs_fp32': {f'l{l}_w{w}': round(spearman(per['int8'][(l, w)], per['fp32'][(l, w)]), 5)
                                       for (l, w) in per['fp32']},
             'pairs': len(next(iter(per['fp32'].values())))}
+
+
+def add_query_tower(manifest, model):
+    """Names the query graph of a model with query layers; such a manifest is format /2, which a
+    sieve that does not know query graphs refuses instead of serving the wrong query states."""
+    if model.query_layers:
+        manifest['format'] = 'sieve-late-joined-ce/2'
+        manifest['query_tower'] = {'file': lj_query_graph.QUERY_FILE, 'layers': model.query_layers}
 
 
 def write_codec(codec, path):
@@ -182,6 +195,11 @@ def main():
     write_codec(codec, os.path.join(args.out, 'state_codec.bin'))
     onnx = os.path.join(args.bi_encoder, 'onnx', 'model.onnx')
     sha = hashlib.sha256(open(onnx, 'rb').read()).hexdigest()
+    query_path = os.path.join(args.out, lj_query_graph.QUERY_FILE)
+    if model.query_layers:
+        lj_query_graph.build(model, onnx, query_path)
+    elif os.path.exists(query_path):
+        os.remove(query_path)
 
     if args.fixture:
         for b in blocks:
@@ -192,6 +210,7 @@ def main():
                     'tower': {'model': args.tower_rel, 'onnx_sha256': sha, 'doc_max_length': 256, 'query_cap': 64},
                     'codec': {'file': 'state_codec.bin', 'rank': codec.rank}, 'hidden_size': 384,
                     'exits': exits, 'blocks': blocks}
+        add_query_tower(manifest, model)
         with open(os.path.join(args.out, 'late_joined.json'), 'w') as f:
             json.dump(manifest, f, indent=1)
             f.write('\n')
@@ -259,10 +278,13 @@ def main():
         'default_profile': 'full',
         'blend': {'reranker_weight': best_w},
     }
+    add_query_tower(manifest, model)
     with open(os.path.join(args.out, 'late_joined.json'), 'w') as f:
         json.dump(manifest, f, indent=1)
         f.write('\n')
     check = verify_export(model, codec, args.out, blocks, qst, docs, held)
+    if model.query_layers:
+        check['query_tower'] = lj_query_graph.check(model, args.bi_encoder, query_path, [r['query'] for r in held[:100]])
     record = {'checkpoint': ck['extra'], 'export_check': check, 'calibration_ece': eces, 'blend_table': blend_table, 'blend_weight': best_w,
               'balanced_choice': choice_record(balanced, balanced_table, MIN_SPEEDUP, len(windows)),
               'heldout_queries': len(held), 'export_s': round(time.time() - t0, 1)}

@@ -3,7 +3,7 @@
 
 `--side docs`: the blocks cross-attend to tower layer N's document states (the first probe's joint
 layers read layers 4 and 5; the shipped blocks read the last layer, which the index computes anyway).
-`--side queries`: the query's layer-N states, for `lj_query_tower.py`, which puts a trainable copy of
+`--side queries`: the query's layer-N states, for `lj_train.py --query-layers 6-N`, which puts a trainable copy of
 tower layers N+1..6 in front of the blocks (the probe trained the query side of layers 5-6).
 
 Writes a work directory with that side's states for one set (same graph, same tokens as

@@ -11,6 +11,13 @@ weights copied from tower layer 6. At init every block is the identity. (`self_a
 gated self-attention among the query tokens between the two, as in MORES's interaction blocks;
 tried on 2026-12-07, not in the shipped model: recipe README, "Architecture variants tried".)
 
+Query layers (`query_layers=N`, 0 = none): a trainable copy of the tower's last N layers on the
+query side, between the frozen tower's layer 6-N and the first block; the blocks then read the
+query through them, while exit 6 keeps the bi-encoder's own pooled query vector (the stored one).
+At init the copy is the tower itself, so the init property holds. Training reads the query's
+layer-(6-N) states (`lj_layer_states.py --side queries`); serving runs a query graph (the tower's
+layers 1..6-N with these layers on top, `query_tower.onnx`) once per query.
+
 Exits: 6 = the towers' cosine after their 6 layers (exactly the dense score), then one after each
 block (7, 8). The score at
 exit e, width w is cos(u_e[:w], v[:w]) + MLP_{e,w}([u ⊙ v, |u − v|]) where u_e is the mean-pooled
@@ -27,7 +34,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common import Layer
+
 TOWER_LAYERS = 6
+# common.Layer's attributes and the upstream safetensors' names of the same weights
+QUERY_LAYER_KEYS = [('q', 'attention.self.query'), ('k', 'attention.self.key'), ('v', 'attention.self.value'),
+                    ('ao', 'attention.output.dense'), ('i', 'intermediate.dense'), ('o', 'output.dense'),
+                    ('ln1', 'attention.output.LayerNorm'), ('ln2', 'output.LayerNorm')]
 
 
 def add_mask(mask, dtype):
@@ -116,9 +129,12 @@ class Head(nn.Module):
 
 
 class LateJoined(nn.Module):
-    def __init__(self, blocks=2, widths=(384, 192, 96), H=384, heads=12, inter=1536, state_dim=384, self_attn=False):
+    def __init__(self, blocks=2, widths=(384, 192, 96), H=384, heads=12, inter=1536, state_dim=384, self_attn=False,
+                 query_layers=0):
         super().__init__()
         self.widths = list(widths)
+        self.query_layers = query_layers
+        self.qlayers = nn.ModuleList(Layer(H, heads, inter, 1e-12, 0.0) for _ in range(query_layers))
         self.blocks = nn.ModuleList(JointBlock(H, heads, inter, 1e-12, state_dim, self_attn) for _ in range(blocks))
         self.heads = nn.ModuleList(nn.ModuleList(Head(w) for w in widths) for _ in range(blocks))
 
@@ -131,6 +147,19 @@ class LateJoined(nn.Module):
         sd = load_file(safetensors_path)
         for b in self.blocks:
             b.init_from_tower_layer(sd, TOWER_LAYERS - 1)
+        with torch.no_grad():
+            for j, layer in enumerate(self.qlayers):
+                p = f'encoder.layer.{TOWER_LAYERS - self.query_layers + j}.'
+                for attr, key in QUERY_LAYER_KEYS:
+                    getattr(layer, attr).weight.copy_(sd[p + key + '.weight'].float())
+                    getattr(layer, attr).bias.copy_(sd[p + key + '.bias'].float())
+
+    def query_input(self, q_states, q_mask):
+        """The blocks' query input: the query layers run over the tower's layer-(6-N) states."""
+        h, am = q_states, add_mask(q_mask, q_states.dtype)
+        for layer in self.qlayers:
+            h = layer(h, am)
+        return h
 
     def exit0(self, q_vec, d_vec):
         """[B, n_widths]: the towers' cosine at every width prefix."""
@@ -140,7 +169,7 @@ class LateJoined(nn.Module):
     def forward(self, q_states, q_mask, d_states, d_mask, d_vec, upto=None):
         """-> [B, n_blocks, n_widths] scores after each block (up to `upto` blocks)."""
         dm, qm = add_mask(d_mask, q_states.dtype), add_mask(q_mask, q_states.dtype)
-        x, out = q_states, []
+        x, out = self.query_input(q_states, q_mask), []
         for b, (block, heads) in enumerate(zip(self.blocks, self.heads)):
             x = block(x, d_states, dm, qm)
             u = mean_pool(x, q_mask)

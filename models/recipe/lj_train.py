@@ -31,8 +31,10 @@ def load_checkpoint(path):
     ck = torch.load(path, map_location='cpu', weights_only=False)
     cfg = ck['config']
     codec = Codec(np.asarray(ck['codec_mean']), np.asarray(ck['codec_P']))
+    # (the first query-layer checkpoints, from a wrapper script, did not record query_layers)
+    query_layers = cfg.get('query_layers', len({k.split('.')[1] for k in ck['state_dict'] if k.startswith('qlayers.')}))
     model = LateJoined(blocks=cfg['blocks'], widths=cfg['widths'], state_dim=codec.rank,
-                       self_attn=cfg.get('self_attn', False))
+                       self_attn=cfg.get('self_attn', False), query_layers=query_layers)
     model.load_state_dict(ck['state_dict'])
     model.eval()
     return model, codec
@@ -135,6 +137,9 @@ def main():
     ap.add_argument('--query-self-attn', action='store_true',
                     help="each block also has a gated self-attention among the query tokens (after the "
                          "cross-attention, as in MORES's interaction blocks), initialised from tower layer 6's")
+    ap.add_argument('--query-layers', type=int, default=0,
+                    help="a trainable copy of the tower's last N layers on the query side (lj_model.py); the work "
+                         "directory's query states must be tower layer 6-N's (lj_layer_states.py --side queries)")
     ap.add_argument('--rank', type=int, default=60, help='PCA codec rank (index bytes/token = rank + 4)')
     ap.add_argument('--negatives', type=int, default=7)
     ap.add_argument('--batch', type=int, default=8, help='queries per step')
@@ -221,11 +226,12 @@ def main():
 
     widths = [int(w) for w in args.widths.split(',')]
     if not args.resume:
-        model = LateJoined(blocks=args.blocks, widths=widths, self_attn=args.query_self_attn)
+        model = LateJoined(blocks=args.blocks, widths=widths, self_attn=args.query_self_attn,
+                           query_layers=args.query_layers)
         model.init_from_base(args.base)
         fold_codec_into(model, codec)
     cfg = {'blocks': args.blocks, 'widths': widths, 'rank': args.rank, 'tau': args.tau,
-           'self_attn': bool(model.blocks[0].self_attn), 'train_args': vars(args)}
+           'self_attn': bool(model.blocks[0].self_attn), 'query_layers': model.query_layers, 'train_args': vars(args)}
     is_gate = lambda n: n.endswith('.g_x') or n.endswith('.g_f') or n.endswith('.g_s')
     gates = [p for n, p in model.named_parameters() if is_gate(n)]
     heads = [p for n, p in model.named_parameters() if n.startswith('heads.')]

@@ -157,6 +157,17 @@ impl BiEncoder {
     pub fn open(path: &Path, config: EmbedderConfig) -> Result<Self, EmbedError> {
         let model_path = find_onnx_model(path)?;
         let tokenizer_path = find_tokenizer(path, &model_path);
+        Self::open_files(&model_path, &tokenizer_path, config)
+    }
+
+    /// Loads an ONNX file with a tokenizer from elsewhere: a graph that shares another model's
+    /// tokenizer (a late-joined reranker's query graph shares the bi-encoder's).
+    pub fn open_files(
+        model_path: &Path,
+        tokenizer_path: &Path,
+        config: EmbedderConfig,
+    ) -> Result<Self, EmbedError> {
+        let (model_path, tokenizer_path) = (model_path.to_path_buf(), tokenizer_path.to_path_buf());
         let tokenizer = load_tokenizer(&tokenizer_path, config.max_length)?;
         let session = sieve_onnx::load_session(&model_path, &config.session)?;
         let unsupported = |message: String| EmbedError::UnsupportedModel {

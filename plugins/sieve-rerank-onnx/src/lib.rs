@@ -63,8 +63,8 @@ pub use config::{CrossEncoderConfig, DEFAULT_MAX_LENGTH, DEFAULT_MAX_WINDOWS, Pr
 pub use cost::{COST_FILE, COST_FORMAT, CostOptions, CostTable, SegmentCost};
 pub use cost_check::{CostCheck, CostCheckOptions, CostCheckRow};
 pub use late_joined::{
-    BlockSpec, CodecSpec, LATE_JOINED_FILE, LATE_JOINED_FORMAT, LateJoinedManifest, TowerSpec,
-    state_codec_of,
+    BlockSpec, CodecSpec, LATE_JOINED_FILE, LATE_JOINED_FORMAT, LATE_JOINED_FORMAT_QUERY_TOWER,
+    LateJoinedManifest, QueryTowerSpec, TowerSpec, state_codec_of,
 };
 pub use matryoshka::{
     MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ManifestBlend, ManifestCalibration, ManifestExit,

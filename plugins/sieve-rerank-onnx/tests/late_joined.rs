@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use sieve_core::{Budget, RerankDoc, RerankError, RerankQuery, Reranker};
 use sieve_embed::{BiEncoder, EmbedderConfig};
-use sieve_rerank_onnx::{CrossEncoder, CrossEncoderConfig, LATE_JOINED_FILE};
+use sieve_rerank_onnx::{
+    CrossEncoder, CrossEncoderConfig, LATE_JOINED_FILE, LATE_JOINED_FORMAT,
+    LATE_JOINED_FORMAT_QUERY_TOWER,
+};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -425,4 +428,105 @@ fn broken_late_joined_directories_are_refused_with_the_file_named() {
     std::fs::write(bad_json.path().join(LATE_JOINED_FILE), b"{\"format\": 3").expect("write");
     let m = load_error(bad_json.path());
     assert!(m.contains(LATE_JOINED_FILE), "{m}");
+}
+
+/// The init fixture as a format-/2 model whose query graph is `graph` (absolute path).
+fn init_with_query_graph(graph: &Path) -> tempfile::TempDir {
+    let dir = copy_of_init();
+    let path = dir.path().join(LATE_JOINED_FILE);
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("manifest")).expect("json");
+    v["format"] = LATE_JOINED_FORMAT_QUERY_TOWER.into();
+    v["query_tower"] = serde_json::json!({"file": graph.to_string_lossy(), "layers": 2});
+    std::fs::write(&path, v.to_string()).expect("write");
+    dir
+}
+
+#[test]
+fn the_blocks_read_the_query_graph_and_exit_6_keeps_the_towers_vector() {
+    // The untrained blocks pass the query states through unchanged, so with the fp32 bi-encoder
+    // as the query graph, exit 8 must be the cosine of the fp32 query embedding with the (int8)
+    // document vectors, while exit 6 stays the int8 towers' cosine.
+    let fp32_graph = repo().join("models/all-MiniLM-L6-v2/onnx/model_fp32.onnx");
+    let dir = init_with_query_graph(&fp32_graph);
+    let model = CrossEncoder::open(dir.path(), CrossEncoderConfig::default()).expect("open");
+    let int8 = bi_encoder();
+    let fp32 = BiEncoder::open(&fp32_graph, EmbedderConfig::default()).expect("fp32 bi-encoder");
+    let p = passages();
+    let texts: Vec<String> = p
+        .iter()
+        .map(|(t, x)| sieve_embed::document_text(t, x))
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let doc_vectors = int8.embed(&refs).expect("embed docs");
+    let (mut worst, mut apart) = (0f32, 0f32);
+    for query in QUERIES {
+        let (q8, q32) = (
+            int8.embed_one(query).expect("int8 query"),
+            fp32.embed_one(query).expect("fp32 query"),
+        );
+        let budget = Budget::Exit {
+            layer: 8,
+            width: 384,
+        };
+        let out = model
+            .rerank_budgeted(query, &docs(&p), &budget)
+            .expect("rerank");
+        for (d, (score, trace)) in out.scores.iter().zip(&out.traces).enumerate() {
+            let (tower_cos, graph_cos) = (dot(&q8, &doc_vectors[d]), dot(&q32, &doc_vectors[d]));
+            let exit6 = trace
+                .exits
+                .iter()
+                .find(|e| e.layer == 6 && e.width == 384)
+                .map(|e| e.raw)
+                .expect("the towers' exit reached");
+            assert!(
+                (exit6 - tower_cos).abs() < 1e-5,
+                "exit 6 {exit6} vs {tower_cos}"
+            );
+            assert!(
+                (score.raw - graph_cos).abs() < 1e-4,
+                "{query} / doc {d}: exit 8 {} vs the query graph's cosine {graph_cos}",
+                score.raw
+            );
+            worst = worst.max((score.raw - graph_cos).abs());
+            apart = apart.max((graph_cos - tower_cos).abs());
+        }
+    }
+    // otherwise the test could not tell the two query inputs apart
+    assert!(apart > 2e-4, "fp32 and int8 query vectors agree to {apart}");
+    eprintln!(
+        "exit 8 vs the query graph's cosine: worst {worst:.2e}; int8 vs fp32 query {apart:.2e}"
+    );
+}
+
+#[test]
+fn query_graph_manifests_are_checked() {
+    let missing = init_with_query_graph(Path::new("/nonexistent/query_tower.onnx"));
+    let m = load_error(missing.path());
+    assert!(
+        m.contains("query graph") && m.contains("query_tower.onnx"),
+        "{m}"
+    );
+
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let dir = init_with_query_graph(&repo().join("models/all-MiniLM-L6-v2/onnx/model.onnx"));
+        let path = dir.path().join(LATE_JOINED_FILE);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("manifest")).expect("json");
+        f(&mut v);
+        std::fs::write(&path, v.to_string()).expect("write");
+        load_error(dir.path())
+    };
+    let m = edit(&|v| v["format"] = LATE_JOINED_FORMAT.into());
+    assert!(m.contains("has no query_tower"), "{m}");
+    let m = edit(&|v| {
+        v.as_object_mut().expect("object").remove("query_tower");
+    });
+    assert!(m.contains("needs a query_tower"), "{m}");
+    let m = edit(&|v| v["format"] = "sieve-late-joined-ce/3".into());
+    assert!(
+        m.contains("sieve-late-joined-ce/3") && m.contains(LATE_JOINED_FILE),
+        "{m}"
+    );
 }

@@ -12,19 +12,28 @@ use crate::read_json;
 /// The manifest file that marks a late-joined model directory.
 pub const LATE_JOINED_FILE: &str = "late_joined.json";
 
-/// The manifest format this crate reads.
+/// The manifest format of models whose blocks read the towers' query states.
 pub const LATE_JOINED_FORMAT: &str = "sieve-late-joined-ce/1";
+
+/// The manifest format of models whose blocks read the states of their own query graph
+/// ([`QueryTowerSpec`]). A separate format, so that a sieve that does not know query graphs
+/// refuses such a model instead of feeding its blocks the wrong states.
+pub const LATE_JOINED_FORMAT_QUERY_TOWER: &str = "sieve-late-joined-ce/2";
 
 /// The manifest of a late-joined (sieve-ce v2) model directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LateJoinedManifest {
-    /// Must be [`LATE_JOINED_FORMAT`].
+    /// [`LATE_JOINED_FORMAT`], or [`LATE_JOINED_FORMAT_QUERY_TOWER`] with a `query_tower`.
     pub format: String,
     /// The model's name, for descriptions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The towers: the bi-encoder both sides run.
     pub tower: TowerSpec,
+    /// The query side's own graph, when the model has trained query layers: the blocks read its
+    /// states instead of the tower's (exit 6 keeps the tower's pooled query vector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_tower: Option<QueryTowerSpec>,
     /// The state codec of the document side.
     pub codec: CodecSpec,
     /// Width of the token states and of the blocks' hidden states.
@@ -64,6 +73,17 @@ pub struct TowerSpec {
     pub query_cap: usize,
 }
 
+/// The query graph of a [`LateJoinedManifest`]: the tower's lower layers with trained copies of its
+/// last `layers` layers on top. Same inputs and tokenisation as the tower (`[CLS] query [SEP]`,
+/// cut to `query_cap`); its `last_hidden_state` is what the first block reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryTowerSpec {
+    /// The ONNX graph, relative to the model directory.
+    pub file: String,
+    /// How many of the tower's layers it re-runs with trained weights (for descriptions).
+    pub layers: u32,
+}
+
 /// The state codec of a [`LateJoinedManifest`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CodecSpec {
@@ -93,11 +113,30 @@ impl LateJoinedManifest {
 
     /// Checks formats, exits, blocks and profiles against each other.
     pub fn validate(&self) -> Result<(), String> {
-        if self.format != LATE_JOINED_FORMAT {
-            return Err(format!(
-                "format is {:?}, this sieve reads {LATE_JOINED_FORMAT:?}",
-                self.format
-            ));
+        match (self.format.as_str(), &self.query_tower) {
+            (LATE_JOINED_FORMAT, None) | (LATE_JOINED_FORMAT_QUERY_TOWER, Some(_)) => {}
+            (LATE_JOINED_FORMAT, Some(_)) => {
+                return Err(format!(
+                    "format {LATE_JOINED_FORMAT:?} has no query_tower; a model with one is \
+                     {LATE_JOINED_FORMAT_QUERY_TOWER:?}"
+                ));
+            }
+            (LATE_JOINED_FORMAT_QUERY_TOWER, None) => {
+                return Err(format!(
+                    "format {LATE_JOINED_FORMAT_QUERY_TOWER:?} needs a query_tower"
+                ));
+            }
+            (other, _) => {
+                return Err(format!(
+                    "format is {other:?}, this sieve reads {LATE_JOINED_FORMAT:?} and \
+                     {LATE_JOINED_FORMAT_QUERY_TOWER:?}"
+                ));
+            }
+        }
+        if let Some(q) = &self.query_tower
+            && (q.file.is_empty() || q.layers == 0)
+        {
+            return Err("query_tower needs a file and at least one layer".into());
         }
         if self.hidden_size == 0 || self.codec.rank == 0 || self.codec.rank > self.hidden_size {
             return Err(format!(

@@ -7,6 +7,9 @@
 //!   ([`sieve_core::DocStates`], compressed by the model's [`StateCodec`]): documents that come
 //!   with states skip the tower entirely; the others run it here, with the same codec, so both
 //!   paths give the same scores.
+//! * **Query graph** (optional, format `/2`) — the tower's lower layers with trained copies of its
+//!   upper layers, run once per query; the blocks read its states instead of the tower's (the
+//!   tower's pooled query vector stays exit 6's). Same tokens, so documents are unaffected.
 //! * **Joint blocks** — one ONNX graph per block ([`blocks`]): only the query tokens run them,
 //!   cross-attending to the document's state codes (one-way), so a pair costs a few query tokens'
 //!   worth of layers however long the document is.
@@ -30,10 +33,11 @@ use sieve_core::{
     Budget, DocStates, PruneBlend, RerankDoc, RerankError, RerankOutput, RerankStats,
     SegmentTiming, sigmoid,
 };
-use sieve_embed::{BiEncoder, EmbedderConfig, StateCodec, document_text};
+use sieve_embed::{BiEncoder, EmbedderConfig, StateCodec, TokenStates, document_text};
 
 pub use manifest::{
-    BlockSpec, CodecSpec, LATE_JOINED_FILE, LATE_JOINED_FORMAT, LateJoinedManifest, TowerSpec,
+    BlockSpec, CodecSpec, LATE_JOINED_FILE, LATE_JOINED_FORMAT, LATE_JOINED_FORMAT_QUERY_TOWER,
+    LateJoinedManifest, QueryTowerSpec, TowerSpec,
 };
 
 use crate::matryoshka::{ManifestExit, Plan, head_name, resolve_plan};
@@ -79,6 +83,8 @@ pub(crate) struct LateJoined {
     pub manifest: LateJoinedManifest,
     pub manifest_path: PathBuf,
     pub tower: BiEncoder,
+    /// The query graph, when the manifest names one: the blocks' query input.
+    query_tower: Option<BiEncoder>,
     pub codec: StateCodec,
     blocks: Vec<Block>,
     pub profiles: BTreeMap<String, Plan>,
@@ -112,16 +118,13 @@ impl LateJoined {
         }
         let profiles = manifest.profiles().map_err(load_err)?;
         let tower_path = dir.join(&manifest.tower.model);
-        let tower = BiEncoder::open(
-            &tower_path,
-            EmbedderConfig {
-                max_length: manifest.tower.doc_max_length,
-                batch_tokens: config.batch_tokens.max(manifest.tower.doc_max_length),
-                max_batch: config.max_batch,
-                session: config.session.clone(),
-            },
-        )
-        .map_err(|e| {
+        let tower_config = EmbedderConfig {
+            max_length: manifest.tower.doc_max_length,
+            batch_tokens: config.batch_tokens.max(manifest.tower.doc_max_length),
+            max_batch: config.max_batch,
+            session: config.session.clone(),
+        };
+        let tower = BiEncoder::open(&tower_path, tower_config.clone()).map_err(|e| {
             load_err(format!(
                 "the towers of {} ({}): {e}",
                 manifest_path.display(),
@@ -146,6 +149,29 @@ impl LateJoined {
                 manifest.hidden_size
             )));
         }
+        let query_tower = match &manifest.query_tower {
+            None => None,
+            Some(spec) => {
+                let path = dir.join(&spec.file);
+                let graph = BiEncoder::open_files(&path, tower.tokenizer_path(), tower_config)
+                    .map_err(|e| {
+                        load_err(format!(
+                            "the query graph of {} ({}): {e}",
+                            manifest_path.display(),
+                            path.display()
+                        ))
+                    })?;
+                if graph.dim() != manifest.hidden_size {
+                    return Err(load_err(format!(
+                        "the query graph {} gives {}-d states; the manifest says hidden_size {}",
+                        path.display(),
+                        graph.dim(),
+                        manifest.hidden_size
+                    )));
+                }
+                Some(graph)
+            }
+        };
         let codec_path = dir.join(&manifest.codec.file);
         let codec = StateCodec::open(&codec_path).map_err(|e| load_err(e.to_string()))?;
         if codec.rank() != manifest.codec.rank || codec.dim() != manifest.hidden_size {
@@ -201,6 +227,7 @@ impl LateJoined {
             manifest,
             manifest_path: manifest_path.to_path_buf(),
             tower,
+            query_tower,
             codec,
             blocks,
             profiles,
@@ -309,6 +336,38 @@ impl LateJoined {
             .collect()
     }
 
+    /// The queries' tower outputs as the blocks read them: the tower's pooled vector (exit 6)
+    /// and, per token, the query graph's states where the model has one, else the tower's.
+    pub fn query_states(&self, queries: &[&str]) -> Result<Vec<TokenStates>, RerankError> {
+        let embed_err = |e: sieve_embed::EmbedError| run_err(format!("towers: {e}"));
+        let cap = Some(self.manifest.tower.query_cap + 2);
+        let mut states = self
+            .tower
+            .embed_token_states(queries, cap, &mut |_| {})
+            .map_err(embed_err)?;
+        if states.len() != queries.len() {
+            return Err(run_err("towers: one query's states are missing"));
+        }
+        if let Some(graph) = &self.query_tower {
+            let joint = graph
+                .embed_token_states(queries, cap, &mut |_| {})
+                .map_err(|e| run_err(format!("query graph: {e}")))?;
+            if joint.len() != states.len() {
+                return Err(run_err("query graph: one query's states are missing"));
+            }
+            for (tower, own) in states.iter_mut().zip(joint) {
+                if own.tokens != tower.tokens {
+                    return Err(run_err(format!(
+                        "query graph: {} tokens where the tower has {}",
+                        own.tokens, tower.tokens
+                    )));
+                }
+                tower.states = own.states;
+            }
+        }
+        Ok(states)
+    }
+
     /// Scores `docs` under `budget`; see the module documentation.
     pub fn rerank(
         &self,
@@ -378,19 +437,8 @@ impl LateJoined {
         if valid.is_empty() {
             return Ok(());
         }
-        let embed_err = |e: sieve_embed::EmbedError| run_err(format!("towers: {e}"));
         let queries: Vec<&str> = valid.iter().map(|&(r, ..)| requests[r].0).collect();
-        let query_states = self
-            .tower
-            .embed_token_states(
-                &queries,
-                Some(self.manifest.tower.query_cap + 2),
-                &mut |_| {},
-            )
-            .map_err(embed_err)?;
-        if query_states.len() != queries.len() {
-            return Err(run_err("towers: one query's states are missing"));
-        }
+        let query_states = self.query_states(&queries)?;
         let tokenize_ms = began.elapsed().as_secs_f64() * 1e3;
 
         // Document states: the caller's where usable, else one towers call for all requests.
