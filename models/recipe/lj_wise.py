@@ -34,6 +34,9 @@ def main():
     ap.add_argument('--out', required=True)
     ap.add_argument('--keep-gain', type=float, default=0.0,
                     help='pick the smallest admissible alpha keeping this share of the alpha-1 gain on every retrieval set')
+    ap.add_argument('--only', default='',
+                    help="interpolate only parameters whose names start with one of these (comma-separated, e.g. "
+                         "'qlayers.': the query layers go back toward the tower, the blocks stay trained)")
     ap.add_argument('--threads', type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -42,22 +45,24 @@ def main():
     trained, codec = load_checkpoint(args.ckpt)
     cfg = ck['config']
     targs = cfg.get('train_args') or {}
-    init = LateJoined(blocks=cfg['blocks'], widths=cfg['widths'], self_attn=cfg.get('self_attn', False))
+    shape = dict(blocks=cfg['blocks'], widths=cfg['widths'], self_attn=cfg.get('self_attn', False),
+                 query_layers=trained.query_layers)
+    init = LateJoined(**shape)
     init.init_from_base(args.base)
     fold_codec_into(init, codec)
     qst, docs = States(lj, 'query'), States(lj, 'doc')
     held = heldout_records(args.work, targs, docs, qst)
     windows = heldout_windows(args.work, args.data_root, held, targs.get('heldout_windows', 100))
     t_sd, i_sd = trained.state_dict(), init.state_dict()
-    model = LateJoined(blocks=cfg['blocks'], widths=cfg['widths'], state_dim=codec.rank,
-                       self_attn=cfg.get('self_attn', False)).eval()
+    model = LateJoined(state_dim=codec.rank, **shape).eval()
+    moved = lambda k: not args.only or any(k.startswith(p) for p in args.only.split(','))
     best, rows, states = None, [], {}
     grid = sorted(float(a) for a in args.grid.split(','))
     if args.keep_gain and grid[-1] != 1.0:
         grid.append(1.0)
     for alpha in grid:
         t0 = time.time()
-        model.load_state_dict({k: alpha * t_sd[k] + (1 - alpha) * i_sd[k] for k in t_sd})
+        model.load_state_dict({k: alpha * t_sd[k] + (1 - alpha) * i_sd[k] if moved(k) else t_sd[k] for k in t_sd})
         ev = heldout_eval(model, qst, docs, codec, held, windows)
         score = selection(ev)
         rows.append({'alpha': alpha, 'heldout': ev, 'selection': score})
@@ -77,7 +82,7 @@ def main():
         print(json.dumps({'written': None, 'reason': 'no alpha is at or above init on every held-out set'}))
         return
     model.load_state_dict(best[3])
-    extra = dict(ck['extra'], wise={'alpha': best[1], 'keep_gain': args.keep_gain, 'grid': rows, 'from': os.path.abspath(args.ckpt)}, heldout=best[2])
+    extra = dict(ck['extra'], wise={'alpha': best[1], 'keep_gain': args.keep_gain, 'only': args.only, 'grid': rows, 'from': os.path.abspath(args.ckpt)}, heldout=best[2])
     save_checkpoint(args.out, model, codec, cfg, extra)
     print(json.dumps({'written': args.out, 'alpha': best[1], 'selection': round(best[0], 4)}))
 
