@@ -75,6 +75,16 @@ fn bi_encoder() -> BiEncoder {
     .expect("bundled bi-encoder")
 }
 
+/// The dense vectors of `p`, embedded as the index embeds documents.
+fn passage_vectors(encoder: &BiEncoder, p: &[(&str, &str)]) -> Vec<Vec<f32>> {
+    let texts: Vec<String> = p
+        .iter()
+        .map(|(t, x)| sieve_embed::document_text(t, x))
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    encoder.embed(&refs).expect("embed docs")
+}
+
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -86,12 +96,7 @@ fn the_untrained_model_is_exactly_the_bi_encoder() {
     assert!(model.is_late_joined());
     let encoder = bi_encoder();
     let p = passages();
-    let texts: Vec<String> = p
-        .iter()
-        .map(|(t, x)| sieve_embed::document_text(t, x))
-        .collect();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let doc_vectors = encoder.embed(&refs).expect("embed docs");
+    let doc_vectors = passage_vectors(&encoder, &p);
     let mut worst = 0f32;
     for query in QUERIES {
         let q = encoder.embed_one(query).expect("embed query");
@@ -453,12 +458,7 @@ fn the_blocks_read_the_query_graph_and_exit_6_keeps_the_towers_vector() {
     let int8 = bi_encoder();
     let fp32 = BiEncoder::open(&fp32_graph, EmbedderConfig::default()).expect("fp32 bi-encoder");
     let p = passages();
-    let texts: Vec<String> = p
-        .iter()
-        .map(|(t, x)| sieve_embed::document_text(t, x))
-        .collect();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let doc_vectors = int8.embed(&refs).expect("embed docs");
+    let doc_vectors = passage_vectors(&int8, &p);
     let (mut worst, mut apart) = (0f32, 0f32);
     for query in QUERIES {
         let (q8, q32) = (
