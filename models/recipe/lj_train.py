@@ -127,6 +127,30 @@ def selection(ev):
     return sum(ir) / len(ir) if min(gains) >= 0 else min(gains) - 1.0
 
 
+class WeightAverage:
+    """An exponential moving average of a model's floating-point weights (Polyak averaging), with
+    the usual warm-up (decay min(d, (1 + t) / (10 + t))) so that early steps do not leave the
+    starting weights in the average for long. An average along the trajectory sits in a flatter
+    region than any single step: the candidate it gives is tried against the raw weights."""
+
+    def __init__(self, model, decay):
+        self.decay = decay
+        self.avg = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model, step):
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if k in self.avg:
+                self.avg[k].mul_(d).add_(v.detach(), alpha=1 - d)
+
+    def swap_in(self, model):
+        """Loads the average into `model`; -> the raw state it had, to load back."""
+        raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict({**raw, **self.avg})
+        return raw
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--work', default=os.path.join(HERE, 'work'))
@@ -180,6 +204,9 @@ def main():
                     help='also save the model at every held-out evaluation (OUT.stepN.pt), for a choice by a '
                          'set outside the held-out slices (the Debian guard)')
     ap.add_argument('--resume', default=None, help='continue from this checkpoint (its codec and weights)')
+    ap.add_argument('--ema', type=float, default=0.0,
+                    help='keep an exponential moving average of the weights with this decay (e.g. 0.999) and '
+                         'evaluate and save it instead of the raw weights (0: off)')
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed if args.order_seed is None else args.order_seed)
@@ -252,6 +279,7 @@ def main():
     groups.append({'params': [log_tau], 'lr': args.lr * args.scalar_lr_mult, 'weight_decay': 0.0,
                    'base_lr': args.lr * args.scalar_lr_mult})
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
+    ema = WeightAverage(model, args.ema) if args.ema > 0 else None
     bf16 = not args.no_bf16
     emit({'event': 'start', 'args': vars(args), 'train_queries': len(train), 'heldout_queries': len(held),
           'train_by_set': {ds: sum(r['set'] == ds for r in train) for ds in sorted({r['set'] for r in train})},
@@ -308,6 +336,8 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
+        if ema:
+            ema.update(model, step)
         pairs += len(ql)
         if step % 20 == 0:
             el = time.time() - t0
@@ -318,6 +348,7 @@ def main():
                            [round(float(torch.tanh(b.g_s)), 4) for b in model.blocks if b.self_attn]})
         if time.time() - last_eval >= args.eval_every:
             model.eval()
+            raw = ema.swap_in(model) if ema else None
             ev = heldout_eval(model, qst, docs, codec, held, windows)
             score = selection(ev)
             kept = score > best[0]
@@ -329,9 +360,13 @@ def main():
                 save_checkpoint(out.replace('.pt', '') + f'.step{step}.pt', model, codec, cfg,
                                 {'step': step, 'pairs': pairs, 'heldout': ev, 'tau': float(log_tau.exp())})
             emit({'event': 'eval', 'step': step, 'pairs': pairs, 'elapsed_s': round(time.time() - t0), 'heldout': ev,
-                  'kept': kept})
+                  'kept': kept, 'ema': bool(ema)})
+            if raw is not None:
+                model.load_state_dict(raw)
             last_eval = time.time()
     model.eval()
+    if ema:  # from here on the model is the average
+        ema.swap_in(model)
     ev = heldout_eval(model, qst, docs, codec, held, windows)
     score = selection(ev)
     if score > best[0]:
