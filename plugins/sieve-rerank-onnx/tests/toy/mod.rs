@@ -148,3 +148,13 @@ pub fn trace_raw(out: &RerankOutput, d: usize, layer: u32, width: u32) -> f32 {
 pub fn close(a: f32, b: f32, tol: f32) -> bool {
     (a - b).abs() <= tol * b.abs().max(1.0)
 }
+
+/// The one-exit budget after `layer` with the `width`-wide head.
+pub fn exit(layer: u32, width: u32) -> Budget {
+    Budget::Exit { layer, width }
+}
+
+/// `s` parsed as a budget (`8@2,4@4,2@6`, `4:8`, a profile name); panics naming it if invalid.
+pub fn parse(s: &str) -> Budget {
+    Budget::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+}
