@@ -187,3 +187,34 @@ pub fn sample_index() -> &'static PathBuf {
         })
         .1
 }
+
+/// `sieve search INDEX ARGS --json` on the bundled sample's index; -> the parsed response.
+pub fn search_json(args: &[&str]) -> serde_json::Value {
+    let index = sample_index().to_str().unwrap().to_string();
+    let mut all = vec!["search", index.as_str()];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let output = run_sieve(&all);
+    let (stdout, stderr) = texts(&output);
+    assert!(output.status.success(), "{stderr}");
+    serde_json::from_str(&stdout).expect("search --json prints one JSON document")
+}
+
+/// Runs `sieve ARGS`, expecting a clear failure (non-zero exit, no panic); -> its stderr.
+pub fn failure(args: &[&str]) -> String {
+    let output = run_sieve(args);
+    let (_, stderr) = texts(&output);
+    assert!(!output.status.success(), "expected failure for {args:?}");
+    assert!(!stderr.contains("panicked"), "no panics: {stderr}");
+    stderr
+}
+
+/// The toy Matryoshka cross-encoder (a real ONNX graph; see
+/// plugins/sieve-rerank-onnx/tests/fixtures/make_fixtures.py).
+pub fn toy_matryoshka() -> String {
+    repo_root()
+        .join("plugins/sieve-rerank-onnx/tests/fixtures/matryoshka")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
