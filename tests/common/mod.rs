@@ -218,3 +218,24 @@ pub fn toy_matryoshka() -> String {
         .unwrap()
         .to_string()
 }
+
+/// Every document `read_documents` yields from `files` under `mapping`, in order (batches of 1,024).
+pub fn read_all(
+    files: &[PathBuf],
+    mapping: &sieve_index::ingest::ColumnMapping,
+) -> Result<Vec<sieve_index::ingest::SourceDoc>, sieve_index::IndexError> {
+    let mut docs = Vec::new();
+    sieve_index::ingest::read_documents(files, mapping, 1024, &mut |_, batch| {
+        docs.extend(batch);
+        Ok(())
+    })?;
+    Ok(docs)
+}
+
+/// The default column mapping plus precomputed vectors in the column `emb`.
+pub fn vector_mapping() -> sieve_index::ingest::ColumnMapping {
+    sieve_index::ingest::ColumnMapping {
+        vector: Some("emb".into()),
+        ..Default::default()
+    }
+}
