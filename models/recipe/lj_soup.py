@@ -5,17 +5,18 @@
 
 Two runs of one recipe that differ only in the order of their training groups end in different
 places: on the held-out slices and the guard they differ by as much as settings do (README, "Weight
-averaging (EMA)"). Choosing one of them picks noise; averaging them keeps what they agree on. All
-runs start from the same init (the bi-encoder, gates 0), so their weights stay in one basin and a
-uniform average is a model of the same architecture that costs nothing more at query time.
+averaging (EMA)"). Choosing one of them picks noise; averaging them keeps what they agree on, and
+a uniform average is a model of the same architecture that costs nothing more at query time. It
+works only for runs in one basin: all start from the same init (the bi-encoder, gates 0), but a
+gate may open with either sign (`gate_sign_flips`), and runs whose gates disagree are refused.
 
-Every ingredient must share the soup's architecture and its state codec (the codec is fitted on
-the documents' states when a run starts, so runs on one build of work/ share it; runs on another
-build do not, and are refused), its held-out split (else the soup's held-out score would count
-queries that one of its ingredients trained on) and the signs of its gates (`gate_sign_flips`). The soup is scored on the held-out TRAIN slices exactly as
-lj_train.py scores its checkpoints and written with those gains, so `lj_guard_choice.py` judges it
-like any other candidate. `--greedy` builds a greedy soup instead: ingredients in order of their
-own recorded held-out selection score, each kept only if the soup's selection score does not drop.
+Every ingredient must also share the soup's architecture, its state codec (fitted on the
+documents' states when a run starts: runs on one build of work/ share it, runs on another do not)
+and its held-out split (else the soup's held-out score would count queries that one of its
+ingredients trained on). The soup is scored on the held-out TRAIN slices exactly as lj_train.py
+scores its checkpoints and written with those gains, so `lj_guard_choice.py` judges it like any
+other candidate. `--greedy` builds a greedy soup instead: ingredients in order of their own
+recorded held-out selection score, each kept only if the soup's selection score does not drop.
 """
 import argparse, json, os, sys, time
 
@@ -26,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, '..', '..'))
 sys.path.insert(0, HERE)
 from lj_data import States  # noqa: E402
-from lj_train import heldout_eval, heldout_records, heldout_windows, load_checkpoint, save_checkpoint, selection  # noqa: E402
+from lj_train import gate_values, heldout_eval, heldout_records, heldout_windows, load_checkpoint, save_checkpoint, selection  # noqa: E402
 
 
 def load_ingredient(path):
@@ -42,14 +43,14 @@ def same_codec(a, b):
 
 
 def gate_sign_flips(a, b):
-    """Names of the scalar gates (`g_*`) that opened with opposite signs in two runs. Every gate
+    """Names of the scalar gates (`g_*`) that opened with opposite signs in two models. Every gate
     starts at 0 and tanh(g) multiplies a branch whose output layer starts from the tower's weights,
     so the sign a gate takes in its first steps depends on the order of the data, and a run whose
     gate went negative learned to subtract that branch: averaging it with a run that adds it
     cancels the branch (three runs here, one with both feed-forward gates negative: the uniform
     soup's held-out SciFact gain fell from +0.088 to +0.015)."""
-    return [k for k, v in a.items() if k.rsplit('.', 1)[-1].startswith('g_') and v.numel() == 1
-            and float(v) * float(b[k]) < 0]
+    ga, gb = gate_values(a), gate_values(b)
+    return [k for k in ga if ga[k] * gb[k] < 0]
 
 
 def average(state_dicts):
@@ -90,7 +91,7 @@ def main():
         if set(model.state_dict()) != set(first_model.state_dict()) or any(
                 v.shape != first_model.state_dict()[k].shape for k, v in model.state_dict().items()):
             sys.exit(f'{p}: not the architecture of {first_path}')
-        flipped = gate_sign_flips(first_model.state_dict(), model.state_dict())
+        flipped = gate_sign_flips(first_model, model)
         if flipped:
             sys.exit(f'{p}: its gates {flipped} opened with the other sign than {first_path}\'s, so the two runs '
                      'sit in different basins and their average cancels those branches (leave it out of the soup)')

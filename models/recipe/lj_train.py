@@ -127,6 +127,13 @@ def selection(ev):
     return sum(ir) / len(ir) if min(gains) >= 0 else min(gains) - 1.0
 
 
+def gate_values(model):
+    """The blocks' scalar gates (g, before tanh): their signs tell which runs can be averaged
+    (lj_soup.py), since a gate that opened negative makes its run subtract the branch others add."""
+    return {k: round(float(v), 4) for k, v in model.state_dict().items()
+            if k.rsplit('.', 1)[-1].startswith('g_') and v.numel() == 1}
+
+
 class WeightAverage:
     """An exponential moving average of a model's floating-point weights (Polyak averaging), with
     the usual warm-up (decay min(d, (1 + t) / (10 + t))) so that early steps do not leave the
@@ -360,7 +367,7 @@ def main():
                 save_checkpoint(out.replace('.pt', '') + f'.step{step}.pt', model, codec, cfg,
                                 {'step': step, 'pairs': pairs, 'heldout': ev, 'tau': float(log_tau.exp())})
             emit({'event': 'eval', 'step': step, 'pairs': pairs, 'elapsed_s': round(time.time() - t0), 'heldout': ev,
-                  'kept': kept, 'ema': bool(ema)})
+                  'kept': kept, 'ema': bool(ema), 'gates': gate_values(model)})
             if raw is not None:
                 model.load_state_dict(raw)
             last_eval = time.time()
