@@ -3,7 +3,7 @@
 graph (the very file sieve's index embeds with, so training sees the states serving will see) on
 every document and query that prepare_data.py's work/data references, every document of the
 SciFact/NFCorpus TRAIN queries' hybrid top-100 (the held-out TRAIN windows lj_train.py selects
-checkpoints on), lj_general.py's WordNet groups when made, plus the DL19 BM25 top-100 run
+checkpoints on), the groups of lj_general.py, lj_debian.py and lj_titles.py when made, plus the DL19 BM25 top-100 run
 (evaluation only, never trained on).
 
 Writes work/lj/:
@@ -111,8 +111,8 @@ def main():
         queries[f"{r['set']}/{r['qid']}"] = r['query']
     for r in read_jsonl_gz(os.path.join(data, 'eval.jsonl.gz')):
         queries[f"{r['set']}/{r['qid']}"] = r['query']
-    # the general-domain groups of lj_general.py and lj_debian.py, when made
-    for name in ('general', 'debian'):
+    # the general-domain groups of lj_general.py and lj_debian.py, and lj_titles.py's, when made
+    for name in ('general', 'debian', 'titles'):
         if os.path.exists(os.path.join(data, f'{name}.jsonl.gz')):
             for d in read_jsonl_gz(os.path.join(data, f'{name}_docs.jsonl.gz')):
                 docs[f"{d['set']}/{d['doc']}"] = d['text']

@@ -68,7 +68,7 @@ def training_records(work, targs, docs, qst):
     names), each cut to the documents and queries whose states exist; groups left with no positive
     or fewer than two negatives are dropped."""
     recs = [r for r in read_jsonl_gz(os.path.join(work, 'data', 'train.jsonl.gz')) if r['set'] in ('scifact', 'nfcorpus')]
-    for flag, name in (('general', 'general'), ('debian', 'debian')):
+    for flag, name in (('general', 'general'), ('debian', 'debian'), ('titles', 'titles')):
         if targs.get(flag):
             recs += list(read_jsonl_gz(os.path.join(work, 'data', f'{name}.jsonl.gz')))
     for r in recs:
@@ -119,11 +119,15 @@ def heldout_eval(model, qst, docs, codec, recs, windows=None):
     return per
 
 
+AUXILIARY_SETS = ('wordnet', 'titles')
+
+
 def selection(ev):
-    """Checkpoint score: the mean gain over init on the retrieval sets' held-out slices, if no
-    held-out set (the general one included) is below init; otherwise below every admissible one."""
+    """Checkpoint score: the mean gain over init on the held-out slices of the retrieval-like sets
+    (not the auxiliary WordNet and title groups), if no held-out set (the auxiliary ones included)
+    is below init; otherwise below every admissible one."""
     gains = [v['gain'] for v in ev.values()]
-    ir = [v['gain'] for k, v in ev.items() if k != 'wordnet'] or gains
+    ir = [v['gain'] for k, v in ev.items() if k not in AUXILIARY_SETS] or gains
     return sum(ir) / len(ir) if min(gains) >= 0 else min(gains) - 1.0
 
 
@@ -204,6 +208,9 @@ def main():
     ap.add_argument('--seed', type=int, default=13)
     ap.add_argument('--debian', action='store_true',
                     help="add lj_debian.py's Debian synopsis->description groups (set 'debian'; weight it with --set-repeat)")
+    ap.add_argument('--titles', action='store_true',
+                    help="add lj_titles.py's title->abstract groups of the SciFact and NFCorpus corpora (set 'titles'; "
+                         "weight it with --set-repeat)")
     ap.add_argument('--order-seed', type=int, default=None,
                     help='seed of the batch order only (default --seed, which also fixes the held-out split): '
                          'a --resume run keeps --seed and changes this, so it does not replay the same batches')
