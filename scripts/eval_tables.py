@@ -12,6 +12,7 @@ With --readme, the tables replace what is between <!-- RERANK-TABLES --> and
 <!-- /RERANK-TABLES --> in that file; otherwise they are printed.
 """
 import json
+import os
 import shlex
 import sys
 
@@ -58,8 +59,23 @@ def share(kept):
     return '< −999%' if kept < -9.99 else f'{kept * 100:.0f}%'
 
 
+def load_report(path):
+    """The report at `path`, or exit with a message naming the file and what is wrong with it."""
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except OSError as e:
+        sys.exit(f'eval_tables: cannot read {path}: {e.strerror}')
+    except json.JSONDecodeError as e:
+        sys.exit(f'eval_tables: {path} is not JSON ({e.msg} at line {e.lineno}); expected a `sieve eval --json` report')
+    missing = [k for k in ('queries', 'machine', 'command', 'stages') if not isinstance(report, dict) or k not in report]
+    if missing:
+        sys.exit(f"eval_tables: {path} is not a `sieve eval --json` report (no {', '.join(missing)})")
+    return report
+
+
 def table(path, title):
-    report = json.load(open(path))
+    report = load_report(path)
     rows = {r['stage']: r for r in report.get('comparison', [])}
     candidates = short(report.get('candidates') or 'first stage')
     lines = [
@@ -90,9 +106,14 @@ def table(path, title):
 
 
 def main(argv):
+    if '-h' in argv or '--help' in argv:
+        print(__doc__)
+        return
     readme = None
     if '--readme' in argv:
         i = argv.index('--readme')
+        if i + 1 >= len(argv):
+            sys.exit('eval_tables: --readme needs a file')
         readme = argv[i + 1]
         argv = argv[:i] + argv[i + 2:]
     if not argv:
@@ -105,12 +126,18 @@ def main(argv):
     if readme is None:
         print(text)
         return
-    content = open(readme).read()
+    try:
+        with open(readme) as f:
+            content = f.read()
+    except OSError as e:
+        sys.exit(f'eval_tables: cannot read {readme}: {e.strerror}')
     start, end = '<!-- RERANK-TABLES -->', '<!-- /RERANK-TABLES -->'
     if start not in content or end not in content:
         sys.exit(f'{readme}: no {start} ... {end} markers')
     a, b = content.index(start), content.index(end)
-    open(readme, 'w').write(content[:a] + start + '\n' + text + content[b:])
+    with open(readme + '.tmp', 'w') as f:
+        f.write(content[:a] + start + '\n' + text + content[b:])
+    os.replace(readme + '.tmp', readme)
     print(f'{readme}: {len(parts)} tables written')
 
 
